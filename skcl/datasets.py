@@ -1,0 +1,747 @@
+"""Task streams: the data a continual learner sees, one experience at a time.
+
+A :class:`TaskStream` is an ordered sequence of :class:`Experience` objects,
+each holding its own train and test arrays. Streams are built from any
+``(X, y)`` arrays in three ways, the kinds used throughout the continual
+learning literature:
+
+- :func:`make_split_stream`: the classes are split into disjoint groups, one
+  group per experience (class- or task-incremental).
+- :func:`make_permuted_stream`: every experience holds all classes, with the
+  features shuffled by a fixed permutation of its own (domain-incremental).
+- :func:`make_rotated_stream`: every experience holds all classes, with each
+  image rotated by the experience's angle (domain-incremental).
+
+The reference streams of the benchmark protocol (``PROTOCOL.md``) are
+:func:`load_split_digits` and :func:`load_permuted_digits`, both built on
+scikit-learn's bundled digits data, and are listed in :data:`STREAMS`.
+:func:`load_mnist_idx` reads MNIST-format files for users who have them.
+
+Examples
+--------
+>>> from skcl.datasets import load_split_digits
+>>> stream = load_split_digits()
+>>> [exp.classes.tolist() for exp in stream]
+[[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+
+__all__ = [
+    "STREAMS",
+    "Experience",
+    "TaskStream",
+    "load_idx",
+    "load_mnist_idx",
+    "load_permuted_digits",
+    "load_split_digits",
+    "load_stream",
+    "make_permuted_stream",
+    "make_rotated_stream",
+    "make_split_stream",
+]
+
+SCENARIOS = ("class", "task", "domain")
+
+#: Split-digits class groups of the benchmark protocol, in stream order.
+DIGITS_TASK_CLASSES = ((0, 1), (2, 3), (4, 5), (6, 7), (8, 9))
+
+
+@dataclass(frozen=True, eq=False)
+class Experience:
+    """One step of a stream: a train set, a test set and the task it belongs to.
+
+    Parameters
+    ----------
+    X_train : ndarray of shape (n_train, n_features), dtype float32
+        Training inputs.
+    y_train : ndarray of shape (n_train,)
+        Training labels.
+    X_test : ndarray of shape (n_test, n_features), dtype float32
+        Test inputs.
+    y_test : ndarray of shape (n_test,)
+        Test labels.
+    task_id : int
+        The task identifier passed to ``partial_fit(..., task_id=task_id)``.
+    classes : ndarray
+        Sorted labels present in this experience.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skcl.datasets import Experience
+    >>> X = np.zeros((4, 3), dtype=np.float32)
+    >>> y = np.array([0, 1, 0, 1])
+    >>> exp = Experience(X, y, X, y, task_id=0, classes=np.array([0, 1]))
+    >>> exp
+    Experience(task_id=0, classes=[0, 1], n_train=4, n_test=4)
+    """
+
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    task_id: int
+    classes: np.ndarray
+
+    def __post_init__(self) -> None:
+        for X, y, part in ((self.X_train, self.y_train, "train"),
+                           (self.X_test, self.y_test, "test")):
+            if X.ndim != 2 or y.ndim != 1 or len(X) != len(y):
+                raise ValueError(
+                    f"Experience {part} set needs X of shape (n, n_features) and y of shape "
+                    f"(n,); got X {X.shape} and y {y.shape}."
+                )
+        if self.X_train.shape[1] != self.X_test.shape[1]:
+            raise ValueError(
+                f"Experience train and test sets have {self.X_train.shape[1]} and "
+                f"{self.X_test.shape[1]} features."
+            )
+
+    @property
+    def n_features(self) -> int:
+        """Number of input features."""
+        return int(self.X_train.shape[1])
+
+    def __repr__(self) -> str:
+        return (
+            f"Experience(task_id={self.task_id}, classes={self.classes.tolist()}, "
+            f"n_train={len(self.y_train)}, n_test={len(self.y_test)})"
+        )
+
+
+class TaskStream(Sequence):
+    """An ordered sequence of experiences with a name and a default scenario.
+
+    Parameters
+    ----------
+    experiences : sequence of Experience
+        The experiences in training order; all share one number of features.
+    name : str, default="stream"
+        Name used in reports and plots.
+    default_scenario : {'class', 'task', 'domain'}, default='class'
+        How the stream is scored when the caller does not say:
+        ``'class'`` (no task id at test, all classes compete),
+        ``'task'`` (task id given at test) or ``'domain'`` (same classes in
+        every experience, no task id at test).
+
+    Attributes
+    ----------
+    name : str
+        The stream's name.
+    default_scenario : str
+        The scenario used by :func:`skcl.evaluation.evaluate_stream` by default.
+
+    Examples
+    --------
+    >>> from skcl.datasets import load_split_digits
+    >>> stream = load_split_digits()
+    >>> stream
+    TaskStream(name='split-digits', n_experiences=5, n_features=64, n_classes=10, default_scenario='class')
+    >>> len(stream), stream[0].task_id, stream.n_features
+    (5, 0, 64)
+    """  # noqa: E501
+
+    def __init__(
+        self,
+        experiences: Sequence[Experience],
+        name: str = "stream",
+        default_scenario: str = "class",
+    ) -> None:
+        experiences = tuple(experiences)
+        if not experiences:
+            raise ValueError("A TaskStream needs at least one experience.")
+        for exp in experiences:
+            if not isinstance(exp, Experience):
+                raise ValueError(
+                    f"TaskStream items must be Experience objects, got {type(exp).__name__}."
+                )
+        n_features = {exp.n_features for exp in experiences}
+        if len(n_features) != 1:
+            raise ValueError(
+                f"All experiences of a stream must have the same number of features; "
+                f"got {sorted(n_features)}."
+            )
+        if default_scenario not in SCENARIOS:
+            raise ValueError(
+                f"default_scenario must be one of {SCENARIOS}, got {default_scenario!r}."
+            )
+        self._experiences = experiences
+        self.name = str(name)
+        self.default_scenario = default_scenario
+
+    def __len__(self) -> int:
+        return len(self._experiences)
+
+    def __getitem__(self, index):
+        return self._experiences[index]
+
+    def __iter__(self) -> Iterator[Experience]:
+        return iter(self._experiences)
+
+    @property
+    def n_experiences(self) -> int:
+        """Number of experiences."""
+        return len(self._experiences)
+
+    @property
+    def n_features(self) -> int:
+        """Number of input features, shared by all experiences."""
+        return self._experiences[0].n_features
+
+    @property
+    def classes(self) -> np.ndarray:
+        """Sorted union of the classes of all experiences."""
+        return np.unique(np.concatenate([exp.classes for exp in self._experiences]))
+
+    @property
+    def task_ids(self) -> list[int]:
+        """Task id of each experience, in stream order."""
+        return [exp.task_id for exp in self._experiences]
+
+    def __repr__(self) -> str:
+        return (
+            f"TaskStream(name={self.name!r}, n_experiences={self.n_experiences}, "
+            f"n_features={self.n_features}, n_classes={len(self.classes)}, "
+            f"default_scenario={self.default_scenario!r})"
+        )
+
+
+def _check_X_y(X, y) -> tuple[np.ndarray, np.ndarray]:
+    """Validate a labelled data set and return X as float32 and y as an array."""
+    X = np.asarray(X)
+    y = np.asarray(y)
+    if X.ndim != 2:
+        raise ValueError(
+            f"X must be 2-D (n_samples, n_features), got shape {X.shape}; "
+            "flatten images with X.reshape(len(X), -1)."
+        )
+    if y.ndim != 1:
+        raise ValueError(f"y must be 1-D (n_samples,), got shape {y.shape}.")
+    if len(X) != len(y):
+        raise ValueError(f"X and y have different lengths: {len(X)} and {len(y)}.")
+    if len(y) == 0:
+        raise ValueError("X and y are empty.")
+    try:
+        X = np.ascontiguousarray(X, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"X must be numeric, got dtype {X.dtype}.") from exc
+    if not np.isfinite(X).all():
+        raise ValueError("X contains NaN or infinity.")
+    if y.dtype.kind == "f" and not np.isfinite(y).all():
+        raise ValueError("y contains NaN or infinity.")
+    return X, y
+
+
+def _split(X, y, test_size, random_state):
+    """Stratified train/test split of the whole data set."""
+    return train_test_split(
+        X, y, test_size=test_size, random_state=random_state, stratify=y
+    )
+
+
+def _experience(X_train, y_train, X_test, y_test, task_id: int) -> Experience:
+    classes = np.unique(np.concatenate([y_train, y_test]))
+    return Experience(
+        np.ascontiguousarray(X_train, dtype=np.float32), y_train,
+        np.ascontiguousarray(X_test, dtype=np.float32), y_test,
+        task_id=int(task_id), classes=classes,
+    )
+
+
+def _resolve_task_classes(classes: np.ndarray, classes_per_task, task_classes):
+    """Turn ``classes_per_task`` or ``task_classes`` into a list of label arrays."""
+    if task_classes is None:
+        if isinstance(classes_per_task, bool) or not isinstance(
+            classes_per_task, (int, np.integer)
+        ) or classes_per_task < 1:
+            raise ValueError(
+                f"classes_per_task must be a positive integer, got {classes_per_task!r}."
+            )
+        k = int(classes_per_task)
+        return [classes[start:start + k] for start in range(0, len(classes), k)]
+    known = set(classes.tolist())
+    groups, used = [], set()
+    for t, group in enumerate(task_classes):
+        labels = np.asarray(group).reshape(-1)
+        if labels.size == 0:
+            raise ValueError(f"task_classes[{t}] is empty.")
+        for label in labels.tolist():
+            if label not in known:
+                raise ValueError(
+                    f"task_classes[{t}] names class {label!r}, which is absent from y "
+                    f"(classes in y: {sorted(known)})."
+                )
+            if label in used:
+                raise ValueError(f"Class {label!r} appears in more than one task of task_classes.")
+            used.add(label)
+        groups.append(labels)
+    if not groups:
+        raise ValueError("task_classes is empty.")
+    return groups
+
+
+def make_split_stream(
+    X,
+    y,
+    classes_per_task: int = 2,
+    task_classes: Sequence[Sequence] | None = None,
+    test_size: float = 0.3,
+    random_state: int | None = 0,
+    name: str = "split",
+    default_scenario: str = "class",
+) -> TaskStream:
+    """Split a classification data set into experiences of disjoint classes.
+
+    The data is first split once into train and test sets (stratified by
+    class), then experience ``t`` takes the samples of its classes from each.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+        Inputs; converted to float32. NaN or infinity is an error.
+    y : array-like of shape (n_samples,)
+        Labels (integers or strings).
+    classes_per_task : int, default=2
+        Classes per experience when ``task_classes`` is not given: the sorted
+        unique labels are taken in order, ``classes_per_task`` at a time (the
+        last experience holds the remainder).
+    task_classes : sequence of sequences of labels, optional
+        The classes of each experience, in stream order. Every label must occur
+        in ``y`` and in at most one experience; samples of classes not listed
+        are left out of the stream.
+    test_size : float or int, default=0.3
+        Passed to :func:`sklearn.model_selection.train_test_split`.
+    random_state : int or None, default=0
+        Seed of the train/test split.
+    name : str, default="split"
+        Name of the stream.
+    default_scenario : {'class', 'task'}, default='class'
+        Scenario the stream is scored in by default.
+
+    Returns
+    -------
+    stream : TaskStream
+        Experience ``t`` has ``task_id == t``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skcl.datasets import make_split_stream
+    >>> X = np.arange(24, dtype=float).reshape(12, 2)
+    >>> y = np.array(["a", "b", "c", "d"] * 3)
+    >>> stream = make_split_stream(X, y, task_classes=[("d", "a"), ("b",)], test_size=1 / 3)
+    >>> [exp.classes.tolist() for exp in stream]
+    [['a', 'd'], ['b']]
+    """
+    X, y = _check_X_y(X, y)
+    if default_scenario not in ("class", "task"):
+        raise ValueError(
+            f"A split stream is scored 'class' or 'task', got default_scenario="
+            f"{default_scenario!r}."
+        )
+    groups = _resolve_task_classes(np.unique(y), classes_per_task, task_classes)
+    keep = np.isin(y, np.concatenate(groups))
+    X_train, X_test, y_train, y_test = _split(X[keep], y[keep], test_size, random_state)
+    experiences = []
+    for t, labels in enumerate(groups):
+        tr, te = np.isin(y_train, labels), np.isin(y_test, labels)
+        experiences.append(_experience(X_train[tr], y_train[tr], X_test[te], y_test[te], t))
+    return TaskStream(experiences, name=name, default_scenario=default_scenario)
+
+
+def _check_n_experiences(n_experiences) -> int:
+    if isinstance(n_experiences, bool) or not isinstance(
+        n_experiences, (int, np.integer)
+    ) or n_experiences < 1:
+        raise ValueError(f"n_experiences must be a positive integer, got {n_experiences!r}.")
+    return int(n_experiences)
+
+
+def make_permuted_stream(
+    X,
+    y,
+    n_experiences: int = 10,
+    test_size: float = 0.3,
+    random_state: int | None = 0,
+    name: str = "permuted",
+) -> TaskStream:
+    """Build a domain-incremental stream of fixed feature permutations.
+
+    The data is split once into train and test sets (stratified). Experience
+    ``t`` holds all of it with its features reordered by
+    ``np.random.default_rng(t).permutation(n_features)``, except experience 0,
+    which keeps the original order.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+        Inputs; converted to float32.
+    y : array-like of shape (n_samples,)
+        Labels (integers or strings).
+    n_experiences : int, default=10
+        Number of experiences.
+    test_size : float or int, default=0.3
+        Passed to :func:`sklearn.model_selection.train_test_split`.
+    random_state : int or None, default=0
+        Seed of the train/test split (the permutations are seeded by ``t``).
+    name : str, default="permuted"
+        Name of the stream.
+
+    Returns
+    -------
+    stream : TaskStream
+        Default scenario ``'domain'``; experience ``t`` has ``task_id == t``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skcl.datasets import make_permuted_stream
+    >>> X = np.tile(np.arange(5.0), (8, 1))
+    >>> y = np.array([0, 1] * 4)
+    >>> stream = make_permuted_stream(X, y, n_experiences=2, test_size=0.5)
+    >>> stream[0].X_train[0].tolist()
+    [0.0, 1.0, 2.0, 3.0, 4.0]
+    >>> bool((stream[1].X_train[0] == np.random.default_rng(1).permutation(5)).all())
+    True
+    """
+    X, y = _check_X_y(X, y)
+    n_experiences = _check_n_experiences(n_experiences)
+    X_train, X_test, y_train, y_test = _split(X, y, test_size, random_state)
+    n_features = X.shape[1]
+    experiences = []
+    for t in range(n_experiences):
+        perm = np.arange(n_features) if t == 0 else np.random.default_rng(t).permutation(
+            n_features
+        )
+        experiences.append(
+            _experience(X_train[:, perm], y_train.copy(), X_test[:, perm], y_test.copy(), t)
+        )
+    return TaskStream(experiences, name=name, default_scenario="domain")
+
+
+def _rotate(X: np.ndarray, image_shape: tuple[int, ...], angle: float) -> np.ndarray:
+    """Rotate flattened images counter-clockwise by ``angle`` degrees about their centre."""
+    from scipy import ndimage
+
+    images = X.reshape((len(X), *image_shape))
+    rotated = ndimage.rotate(images, angle, axes=(2, 1), reshape=False, order=1, mode="constant")
+    return rotated.reshape(len(X), -1).astype(np.float32)
+
+
+def make_rotated_stream(
+    X,
+    y,
+    image_shape: Sequence[int],
+    angles: Sequence[float] | None = None,
+    n_experiences: int | None = None,
+    test_size: float = 0.3,
+    random_state: int | None = 0,
+    name: str = "rotated",
+) -> TaskStream:
+    """Build a domain-incremental stream of rotated images.
+
+    The data is split once into train and test sets (stratified). Experience
+    ``t`` holds all of it with every image rotated counter-clockwise by
+    ``angles[t]`` degrees about its centre, keeping the image size
+    (:func:`scipy.ndimage.rotate` with ``reshape=False, order=1``: bilinear
+    interpolation, zeros where the rotated image leaves the frame).
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+        Flattened images in row-major order; ``n_features`` must equal
+        ``prod(image_shape)``.
+    y : array-like of shape (n_samples,)
+        Labels (integers or strings).
+    image_shape : tuple of int
+        ``(height, width)`` or ``(height, width, channels)`` of one image.
+    angles : sequence of float, optional
+        Rotation of each experience in degrees. Give this or ``n_experiences``.
+    n_experiences : int, optional
+        Number of experiences, with angles ``180 * t / n_experiences``
+        (0, 45, 90, 135 for four). Defaults to 4 when ``angles`` is not given.
+    test_size : float or int, default=0.3
+        Passed to :func:`sklearn.model_selection.train_test_split`.
+    random_state : int or None, default=0
+        Seed of the train/test split.
+    name : str, default="rotated"
+        Name of the stream.
+
+    Returns
+    -------
+    stream : TaskStream
+        Default scenario ``'domain'``; experience ``t`` has ``task_id == t``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skcl.datasets import make_rotated_stream
+    >>> from sklearn.datasets import load_digits
+    >>> digits = load_digits()
+    >>> stream = make_rotated_stream(digits.data / 16, digits.target, (8, 8), angles=[0, 90])
+    >>> image = stream[0].X_test[0].reshape(8, 8)
+    >>> bool(np.allclose(stream[1].X_test[0].reshape(8, 8), np.rot90(image), atol=1e-5))
+    True
+    """
+    X, y = _check_X_y(X, y)
+    image_shape = tuple(int(s) for s in np.atleast_1d(image_shape))
+    if len(image_shape) not in (2, 3) or min(image_shape) < 1:
+        raise ValueError(
+            f"image_shape must be (height, width) or (height, width, channels), got {image_shape}."
+        )
+    if int(np.prod(image_shape)) != X.shape[1]:
+        raise ValueError(
+            f"image_shape {image_shape} holds {int(np.prod(image_shape))} values but X has "
+            f"{X.shape[1]} features."
+        )
+    if angles is not None and n_experiences is not None:
+        raise ValueError("Give angles or n_experiences, not both.")
+    if angles is None:
+        n = 4 if n_experiences is None else _check_n_experiences(n_experiences)
+        angles = [180.0 * t / n for t in range(n)]
+    angles = [float(a) for a in angles]
+    if not angles or not np.isfinite(angles).all():
+        raise ValueError(f"angles must be a non-empty sequence of finite numbers, got {angles}.")
+    X_train, X_test, y_train, y_test = _split(X, y, test_size, random_state)
+    experiences = [
+        _experience(
+            _rotate(X_train, image_shape, angle), y_train.copy(),
+            _rotate(X_test, image_shape, angle), y_test.copy(), t,
+        )
+        for t, angle in enumerate(angles)
+    ]
+    return TaskStream(experiences, name=name, default_scenario="domain")
+
+
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    digits = load_digits()
+    return (digits.data / 16.0).astype(np.float32), digits.target
+
+
+def load_split_digits() -> TaskStream:
+    """Split-digits, the protocol's class-incremental stream.
+
+    scikit-learn's bundled digits (1797 8x8 images) scaled to [0, 1] as
+    float32, split once with stratified
+    ``train_test_split(test_size=0.3, random_state=0)`` (1257 train, 540
+    test), then into 5 experiences of classes (0, 1), (2, 3), (4, 5), (6, 7),
+    (8, 9) in that order, with task ids 0 to 4.
+
+    Returns
+    -------
+    stream : TaskStream
+        Named ``'split-digits'``, default scenario ``'class'``.
+
+    Examples
+    --------
+    >>> from skcl.datasets import load_split_digits
+    >>> stream = load_split_digits()
+    >>> sum(len(exp.y_train) for exp in stream), sum(len(exp.y_test) for exp in stream)
+    (1257, 540)
+    """
+    X, y = _digits()
+    return make_split_stream(
+        X, y, task_classes=DIGITS_TASK_CLASSES, test_size=0.3, random_state=0,
+        name="split-digits",
+    )
+
+
+def load_permuted_digits(n_experiences: int = 10) -> TaskStream:
+    """Permuted-digits, the protocol's domain-incremental stream.
+
+    The split of :func:`load_split_digits` with all 10 classes in every
+    experience; experience ``t`` reorders the 64 pixels by
+    ``np.random.default_rng(t).permutation(64)`` and experience 0 is the
+    original image. Task ids are 0 to ``n_experiences - 1``.
+
+    Parameters
+    ----------
+    n_experiences : int, default=10
+        Number of experiences (the protocol uses 10).
+
+    Returns
+    -------
+    stream : TaskStream
+        Named ``'permuted-digits'``, default scenario ``'domain'``.
+
+    Examples
+    --------
+    >>> from skcl.datasets import load_permuted_digits
+    >>> stream = load_permuted_digits()
+    >>> len(stream), stream.default_scenario, stream[3].classes.tolist()
+    (10, 'domain', [0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+    """
+    X, y = _digits()
+    return make_permuted_stream(
+        X, y, n_experiences=n_experiences, test_size=0.3, random_state=0,
+        name="permuted-digits",
+    )
+
+
+#: IDX type codes (third byte of the magic number) and their big-endian dtypes.
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def load_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read an array stored in the IDX format of the MNIST files.
+
+    An IDX file starts with a 4-byte magic number (two zero bytes, a type
+    code, the number of dimensions), then one big-endian 32-bit size per
+    dimension, then the values in row-major order, big-endian. Gzipped files
+    (``*.gz``, recognised by their content) are decompressed.
+
+    Parameters
+    ----------
+    path : str or path-like
+        File to read.
+
+    Returns
+    -------
+    array : ndarray
+        The values with their stored dtype (uint8, int8, int16, int32,
+        float32 or float64) in native byte order and the stored shape.
+
+    Raises
+    ------
+    ValueError
+        If the file is not a well-formed IDX file (bad magic number, unknown
+        type code, truncated or over-long data, broken gzip stream).
+
+    Examples
+    --------
+    >>> import os, struct, tempfile
+    >>> from skcl.datasets import load_idx
+    >>> path = os.path.join(tempfile.mkdtemp(), "labels.idx1-ubyte")
+    >>> with open(path, "wb") as f:
+    ...     _ = f.write(bytes([0, 0, 0x08, 1]) + struct.pack(">I", 3) + bytes([7, 2, 1]))
+    >>> load_idx(path).tolist()
+    [7, 2, 1]
+    """
+    with open(path, "rb") as f:
+        raw = f.read()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as exc:
+            raise ValueError(f"{os.fspath(path)}: broken gzip stream ({exc}).") from exc
+    if len(raw) < 4 or raw[:2] != b"\x00\x00":
+        raise ValueError(
+            f"{os.fspath(path)} is not an IDX file: its magic number must start with two "
+            f"zero bytes, got {raw[:4].hex() or 'an empty file'}."
+        )
+    code, ndim = raw[2], raw[3]
+    if code not in _IDX_DTYPES:
+        raise ValueError(f"{os.fspath(path)}: unknown IDX type code 0x{code:02x}.")
+    if ndim < 1:
+        raise ValueError(f"{os.fspath(path)}: IDX file with 0 dimensions.")
+    offset = 4 + 4 * ndim
+    if len(raw) < offset:
+        raise ValueError(f"{os.fspath(path)}: IDX header truncated.")
+    shape = struct.unpack(f">{ndim}I", raw[4:offset])
+    dtype = np.dtype(_IDX_DTYPES[code])
+    count = int(np.prod(shape, dtype=np.int64))
+    if len(raw) - offset != count * dtype.itemsize:
+        raise ValueError(
+            f"{os.fspath(path)}: IDX header announces shape {shape} ({count * dtype.itemsize} "
+            f"bytes of data) but the file holds {len(raw) - offset} bytes of data."
+        )
+    array = np.frombuffer(raw, dtype=dtype, count=count, offset=offset).reshape(shape)
+    return array.astype(dtype.newbyteorder("="))
+
+
+def load_mnist_idx(
+    images_path: str | os.PathLike, labels_path: str | os.PathLike
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read an MNIST-format image file and its label file.
+
+    Parameters
+    ----------
+    images_path : str or path-like
+        IDX file of unsigned-byte images, shape (n, height, width) or
+        (n, height, width, channels), e.g. ``train-images-idx3-ubyte.gz``.
+    labels_path : str or path-like
+        IDX file of n labels, e.g. ``train-labels-idx1-ubyte.gz``.
+
+    Returns
+    -------
+    X : ndarray of shape (n, height * width * ...), dtype float32
+        Pixels scaled to [0, 1], one flattened image per row.
+    y : ndarray of shape (n,), dtype int64
+        Labels.
+
+    Examples
+    --------
+    >>> import os, struct, tempfile
+    >>> from skcl.datasets import load_mnist_idx
+    >>> folder = tempfile.mkdtemp()
+    >>> images, labels = os.path.join(folder, "images"), os.path.join(folder, "labels")
+    >>> with open(images, "wb") as f:
+    ...     _ = f.write(bytes([0, 0, 8, 3]) + struct.pack(">3I", 2, 1, 2) + bytes([0, 255, 51, 0]))
+    >>> with open(labels, "wb") as f:
+    ...     _ = f.write(bytes([0, 0, 8, 1]) + struct.pack(">I", 2) + bytes([3, 5]))
+    >>> X, y = load_mnist_idx(images, labels)
+    >>> X.tolist(), y.tolist()
+    ([[0.0, 1.0], [0.20000000298023224, 0.0]], [3, 5])
+    """
+    images = load_idx(images_path)
+    labels = load_idx(labels_path)
+    if images.ndim < 2 or images.dtype != np.uint8:
+        raise ValueError(
+            f"{os.fspath(images_path)}: expected unsigned-byte images of shape (n, height, "
+            f"width), got dtype {images.dtype} and shape {images.shape}."
+        )
+    if labels.ndim != 1:
+        raise ValueError(
+            f"{os.fspath(labels_path)}: expected a 1-D label array, got shape {labels.shape}."
+        )
+    if len(images) != len(labels):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels.")
+    X = images.reshape(len(images), -1).astype(np.float32) / np.float32(255.0)
+    return X, labels.astype(np.int64)
+
+
+#: The protocol's named streams: name -> loader taking no required argument.
+STREAMS: dict[str, Callable[..., TaskStream]] = {
+    "split-digits": load_split_digits,
+    "permuted-digits": load_permuted_digits,
+}
+
+
+def load_stream(name: str, **kwargs) -> TaskStream:
+    """Load a named stream of :data:`STREAMS`.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`STREAMS` (``'split-digits'``, ``'permuted-digits'``).
+    **kwargs
+        Passed to the loader (e.g. ``n_experiences`` for permuted-digits).
+
+    Returns
+    -------
+    stream : TaskStream
+
+    Examples
+    --------
+    >>> from skcl.datasets import load_stream
+    >>> load_stream("permuted-digits", n_experiences=3).n_experiences
+    3
+    """
+    try:
+        loader = STREAMS[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"Unknown stream {name!r}; valid names: {', '.join(sorted(STREAMS))}."
+        ) from None
+    return loader(**kwargs)

@@ -1,0 +1,622 @@
+"""The scikit-learn face of every skcl method and its one training loop.
+
+:class:`ContinualClassifier` is an sklearn classifier whose ``partial_fit``
+learns the next piece of a stream. A continual-learning method is a subclass
+that overrides a few named hooks of the loop below; it never copies the loop::
+
+    partial_fit(X, y, task_id)
+      new task id?  end_task() -> _after_task(old);  _before_task(new)
+      _observe(X, y)                      one epoch of:
+        for each mini-batch:
+          batch = _training_batch(batch)  what is trained on (replay mixes in here)
+          loss  = _loss(network(batch), batch) + _penalty()
+          loss.backward()
+          _after_backward()               gradient projection, masking
+          optimizer.step()
+          _after_step()                   path integrals, re-masking
+    predict(X, task_id)  ->  _predict_scores(X, task)
+
+The output layer grows when an unseen class arrives (class-incremental)
+unless ``classes`` fixed the class set on the first call. This departs from
+``SGDClassifier.partial_fit``, which needs ``classes`` on the first call.
+"""
+
+from __future__ import annotations
+
+import itertools
+from numbers import Integral, Real
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+from torch import nn
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from skcl._validation import check_task_ids, groups_in_order, is_numeric_labels, resolve_device
+from skcl.nn import SharedHead, make_mlp
+
+_PREDICT_CHUNK = 8192
+
+
+class Batch(NamedTuple):
+    """One mini-batch as the training loop sees it.
+
+    ``y`` holds unit indices (output neurons), ``task`` one task id per sample,
+    ``weight`` per-sample loss weights or ``None`` for unweighted samples.
+    """
+
+    X: torch.Tensor
+    y: torch.Tensor
+    weight: torch.Tensor | None
+    task: torch.Tensor
+
+
+class ContinualClassifier(ClassifierMixin, BaseEstimator):
+    """Neural classifier trained on a stream of tasks by mini-batch SGD.
+
+    On its own it is plain fine-tuning; every continual-learning method of
+    skcl subclasses it and overrides hooks of its training loop.
+
+    Parameters
+    ----------
+    hidden_layer_sizes : tuple of int, default=(256, 256)
+        Widths of the default MLP trunk (``Linear -> ReLU`` per layer).
+    backbone : callable, default=None
+        ``backbone(n_features_in) -> torch.nn.Module`` mapping inputs to
+        features, used instead of the MLP trunk; skcl puts its growing output
+        layer on top.
+    optimizer : {'sgd', 'adam'}, default='sgd'
+        Optimizer, created anew at the start of every task.
+    learning_rate : float, default=0.05
+        Step size.
+    momentum : float, default=0.9
+        Momentum of SGD (ignored by Adam).
+    batch_size : int, default=32
+        Mini-batch size.
+    max_epochs : int, default=5
+        Epochs per task in :meth:`fit` (``partial_fit`` is always one epoch).
+    device : {'auto', 'cpu', 'cuda'} or 'cuda:N', default='auto'
+        Where the network lives; 'auto' takes a CUDA device when one exists.
+    random_state : int, RandomState instance or None, default=None
+        Seeds initialisation and shuffling. Same seed, same predictions (on CPU).
+    verbose : int, default=0
+        Show tqdm progress bars when > 0.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Every class seen so far, sorted.
+    n_features_in_ : int
+        Number of input features.
+    tasks_seen_ : list of int
+        Task ids in order of first appearance.
+    task_classes_ : dict of int to ndarray
+        The classes each task has shown.
+    current_task_ : int or None
+        The open task, or ``None`` after :meth:`end_task`.
+    network_ : torch.nn.Module
+        The trained network.
+
+    Examples
+    --------
+    >>> from skcl import NaiveClassifier
+    >>> from skcl.datasets import load_split_digits
+    >>> stream = load_split_digits()
+    >>> clf = NaiveClassifier(hidden_layer_sizes=(64,), random_state=0)
+    >>> for exp in stream:
+    ...     for _ in range(2):
+    ...         clf = clf.partial_fit(exp.X_train, exp.y_train, task_id=exp.task_id)
+    >>> clf.predict(stream[0].X_test[:3], task_id=0).shape
+    (3,)
+    """
+
+    _parameter_constraints: dict = {
+        "hidden_layer_sizes": ["array-like"],
+        "backbone": [callable, None],
+        "optimizer": [StrOptions({"sgd", "adam"})],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "momentum": [Interval(Real, 0, 1, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "device": [str],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+    # Per-task output units (multi-head, ensembles) instead of one shared head.
+    _task_specific_units = False
+
+    __metadata_request__fit = {"task_id": True}
+    __metadata_request__partial_fit = {"task_id": True}
+
+    def __init__(
+        self,
+        hidden_layer_sizes=(256, 256),
+        backbone=None,
+        optimizer="sgd",
+        learning_rate=0.05,
+        momentum=0.9,
+        batch_size=32,
+        max_epochs=5,
+        device="auto",
+        random_state=None,
+        verbose=0,
+    ):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.backbone = backbone
+        self.optimizer = optimizer
+        self.learning_rate = learning_rate
+        self.momentum = momentum
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ public API
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y, task_id=0, classes=None, sample_weight=None):
+        """Learn one epoch of mini-batch SGD over ``X, y`` as part of task ``task_id``.
+
+        A task id other than the open task's first closes that task (its
+        end-of-task work runs) and opens the new one.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+            Labels (ints, strings, ...). Unseen labels grow the output layer
+            unless ``classes`` fixed the class set.
+        task_id : int or array-like of shape (n_samples,), default=0
+            The task these samples belong to, or one id per sample (then the
+            samples are learned task by task, in order of first appearance).
+        classes : array-like, default=None
+            The full class set; given once, it is fixed and labels outside it
+            raise ``ValueError``.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Per-sample weights multiplying the per-sample loss.
+
+        Returns
+        -------
+        self
+        """
+        data = self._prepare(X, y, task_id, classes, sample_weight,
+                             reset=not self.__sklearn_is_fitted__())
+        for task, rows in groups_in_order(data.task_ids):
+            X_t, y_t, w_t, t_t = data.select(rows)
+            self._open_task(task)
+            self._observe(X_t, y_t, w_t, t_t)
+        return self
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y, task_id=None, sample_weight=None):
+        """Reset, then learn the tasks in order of first appearance, ``max_epochs`` each.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+        task_id : int or array-like of shape (n_samples,), default=None
+            Task of every sample; ``None`` is a single task 0.
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        self
+        """
+        if task_id is None:
+            task_id = 0
+        data = self._prepare(X, y, task_id, None, sample_weight, reset=True)
+        for task, rows in groups_in_order(data.task_ids):
+            X_t, y_t, w_t, t_t = data.select(rows)
+            self._open_task(task)
+            for _ in range(self.max_epochs):
+                self._observe(X_t, y_t, w_t, t_t)
+            self.end_task()
+        return self
+
+    def end_task(self):
+        """Close the open task: run the method's end-of-task work now.
+
+        Happens by itself when ``partial_fit`` meets a new task id; call it
+        after the last task of a stream, or before evaluating. Closing when no
+        task is open does nothing.
+
+        Returns
+        -------
+        self
+        """
+        check_is_fitted(self)
+        if self.current_task_ is not None:
+            task, self.current_task_ = self.current_task_, None
+            self._after_task(task)
+        return self
+
+    def decision_function(self, X, task_id=None):
+        """Class scores; with ``task_id``, classes outside that task score ``-inf``.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples, n_classes), or (n_samples,) for two classes
+            Columns follow ``classes_``; for two classes, the score of ``classes_[1]``
+            minus that of ``classes_[0]``.
+        """
+        scores = self._scores(X, task_id)
+        if scores.shape[1] == 2:
+            return scores[:, 1] - scores[:, 0]
+        return scores
+
+    def predict_proba(self, X, task_id=None):
+        """Class probabilities (softmax of the scores), columns following ``classes_``."""
+        return _softmax(self._scores(X, task_id))
+
+    def predict_log_proba(self, X, task_id=None):
+        """Logarithm of :meth:`predict_proba`."""
+        scores = self._scores(X, task_id)
+        shifted = scores - scores.max(axis=1, keepdims=True)
+        return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+    def predict(self, X, task_id=None):
+        """Predict labels: among all classes seen (class-incremental), or only among
+        task ``task_id``'s classes (task-incremental)."""
+        return self.classes_[np.argmax(self._scores(X, task_id), axis=1)]
+
+    def score(self, X, y, task_id=None, sample_weight=None):
+        """Accuracy of :meth:`predict` (with ``task_id`` when given)."""
+        from sklearn.metrics import accuracy_score
+
+        return accuracy_score(y, self.predict(X, task_id=task_id), sample_weight=sample_weight)
+
+    def __sklearn_is_fitted__(self):
+        return hasattr(self, "network_")
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = self.device != "cpu" and torch.cuda.is_available()
+        tags.input_tags.allow_nan = False
+        tags.classifier_tags.multi_label = False
+        return tags
+
+    # ------------------------------------------------------------------ hooks
+
+    def _initialize(self) -> None:
+        """Create the method's own state; called once the network exists after a reset."""
+
+    def _before_task(self, task: int) -> None:
+        """Work at the start of a task, before its optimizer is made."""
+
+    def _training_batch(self, batch: Batch) -> Batch:
+        """The batch the step trains on; replay methods mix stored samples in here."""
+        return batch
+
+    def _loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Training criterion: (weighted) cross-entropy over the units."""
+        if batch.weight is None:
+            return F.cross_entropy(logits, batch.y)
+        return (F.cross_entropy(logits, batch.y, reduction="none") * batch.weight).mean()
+
+    def _penalty(self) -> torch.Tensor | None:
+        """Regularization term added to the loss (``None`` for none)."""
+        return None
+
+    def _after_backward(self) -> None:
+        """Change gradients before the optimizer step (projection, masking)."""
+
+    def _after_step(self) -> None:
+        """Work after each optimizer step (path integrals, re-applying masks)."""
+
+    def _after_task(self, task: int) -> None:
+        """End-of-task work: importances, exemplars, masks, pruning."""
+
+    def _before_predict(self) -> None:
+        """Work before answering a prediction (lazy retraining)."""
+
+    def _predict_scores(self, X: torch.Tensor, task: torch.Tensor | None) -> torch.Tensor:
+        """Scores of shape (n, n_classes), columns following ``classes_``."""
+        return self._class_scores(self.network_(X, task))
+
+    def _observe(self, X: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None,
+                 task: torch.Tensor) -> None:
+        """What ``partial_fit`` does with a task's data: one training epoch over it."""
+        self._run_epoch(X, y, weight, task)
+
+    def _make_network(self) -> nn.Module:
+        """The network; it exposes ``add_units(task, n_new, seed)`` and ``forward(x, task)``."""
+        return SharedHead(self._make_trunk, self.n_features_in_)
+
+    def _trainable_parameters(self):
+        """Parameters the optimizer updates."""
+        return self.network_.parameters()
+
+    # ------------------------------------------------------------------ the training loop
+
+    def _run_epoch(self, X: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None,
+                   task: torch.Tensor) -> None:
+        """One epoch of mini-batch SGD over the given (already encoded) samples."""
+        n = X.shape[0]
+        order = torch.from_numpy(self._rng_.permutation(n)).to(X.device)
+        network, optimizer, size = self.network_, self._optimizer_, self.batch_size
+        network.train()
+        starts = range(0, n, size)
+        if self.verbose > 0:
+            starts = tqdm(starts, desc=f"task {self.current_task_}", unit="batch", leave=False)
+        loss = None
+        for start in starts:
+            idx = order[start:start + size]
+            batch = self._training_batch(
+                Batch(X[idx], y[idx], None if weight is None else weight[idx], task[idx])
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss = self._loss(network(batch.X, batch.task), batch)
+            penalty = self._penalty()
+            if penalty is not None:
+                loss = loss + penalty
+            loss.backward()
+            self._after_backward()
+            optimizer.step()
+            self._after_step()
+        if loss is not None and not torch.isfinite(loss.detach()):
+            raise FloatingPointError(
+                f"training diverged on task {self.current_task_}: the loss became "
+                f"{loss.item()}. Lower learning_rate or the method's regularization strength."
+            )
+
+    # ------------------------------------------------------------------ internals
+
+    def _make_trunk(self) -> nn.Module:
+        if self.backbone is not None:
+            trunk = self.backbone(self.n_features_in_)
+            if not isinstance(trunk, nn.Module):
+                raise TypeError(
+                    f"backbone must return a torch.nn.Module, got {type(trunk).__name__}"
+                )
+            return trunk
+        sizes = np.asarray(self.hidden_layer_sizes).ravel()
+        if sizes.size and (sizes.dtype.kind not in "iu" or sizes.min() < 1):
+            raise ValueError(
+                "hidden_layer_sizes must be a tuple of positive integers, got "
+                f"{self.hidden_layer_sizes!r}"
+            )
+        return make_mlp(self.n_features_in_, [int(s) for s in sizes])
+
+    def _next_seed(self) -> int:
+        """A seed for torch from the estimator's generator (reproducible per random_state)."""
+        return int(self._rng_.integers(2**62))
+
+    def _reset(self) -> None:
+        for name in [k for k in vars(self) if k.endswith("_") and not k.startswith("__")]:
+            delattr(self, name)
+        seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+        self._rng_ = np.random.default_rng(seed)
+        self.device_ = resolve_device(self.device)
+        self.tasks_seen_: list[int] = []
+        self.task_classes_: dict[int, np.ndarray] = {}
+        self.current_task_: int | None = None
+        self._fixed_classes_ = False
+        self._units_: dict[tuple[int, Any], int] = {}
+        self._unit_labels_: list = []
+        self._optimizer_ = None
+
+    def _build(self) -> None:
+        self.network_ = self._fresh_network()
+        self._initialize()
+
+    def _fresh_network(self) -> nn.Module:
+        """A newly initialised network with the output units registered so far."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self._next_seed())
+            network = self._make_network().to(self.device_)
+        keys = sorted(self._units_, key=self._units_.get)
+        for key, run in itertools.groupby(k for k, _ in keys):
+            network.add_units(task=key, n_new=len(list(run)), seed=self._next_seed())
+        return network
+
+    def _prepare(self, X, y, task_id, classes, sample_weight, reset) -> _Data:
+        """Validate a call's inputs, grow classes and units, and move data to the device."""
+        if reset:
+            self._reset()
+        X, y = validate_data(self, X, y, reset=reset, dtype=np.float32)
+        check_classification_targets(y)
+        task_ids = check_task_ids(task_id, X.shape[0])
+        weight = None
+        if sample_weight is not None:
+            weight = _check_sample_weight(sample_weight, X, dtype=np.float32,
+                                          ensure_non_negative=True)
+            weight = None if np.all(weight == 1) else weight
+        if reset:
+            self._build()
+        self._grow_classes(np.unique(y), classes)
+        self._register_tasks(y, task_ids)
+        units = self._encode(y, task_ids)
+        device = self.device_
+        return _Data(
+            _as_tensor(X, device),
+            torch.from_numpy(units).to(device),
+            None if weight is None else _as_tensor(weight, device),
+            task_ids,
+            torch.from_numpy(task_ids).to(device),
+        )
+
+    def _register(self, X, y, task_id=0, classes=None):
+        """Register the classes and task of ``X, y`` and build the network, without training.
+
+        The untrained model this leaves scores the baseline ``b_j`` of forward transfer.
+        """
+        self._prepare(X, y, task_id, classes, None, reset=not self.__sklearn_is_fitted__())
+        return self
+
+    def _grow_classes(self, labels: np.ndarray, classes) -> None:
+        if classes is not None:
+            classes = np.unique(np.asarray(classes))
+            known = getattr(self, "classes_", None)
+            if self._fixed_classes_ and not np.array_equal(classes, known):
+                raise ValueError(
+                    f"classes={classes.tolist()!r} is not the class set fixed on an earlier "
+                    f"call, {known.tolist()!r}"
+                )
+            if known is not None and np.setdiff1d(known, classes).size:
+                raise ValueError(
+                    f"classes={classes.tolist()!r} misses classes already seen: "
+                    f"{np.setdiff1d(known, classes).tolist()!r}"
+                )
+            self._fixed_classes_ = True
+            self._add_classes(classes)
+        if not self._fixed_classes_:
+            self._add_classes(labels)
+            return
+        self._add_classes(labels[:0])
+        unseen = np.setdiff1d(labels, self.classes_)
+        if unseen.size:
+            raise ValueError(
+                f"y contains classes outside the fixed class set `classes`: {unseen.tolist()!r}"
+            )
+
+    def _add_classes(self, labels: np.ndarray) -> None:
+        known = getattr(self, "classes_", None)
+        if known is None:
+            self.classes_ = labels
+            return
+        if is_numeric_labels(labels) != is_numeric_labels(known):
+            raise ValueError(
+                f"labels {labels.tolist()!r} mix numbers and strings with the classes seen "
+                f"so far {known.tolist()!r}"
+            )
+        self.classes_ = np.unique(np.concatenate([known, labels]))
+
+    def _register_tasks(self, y: np.ndarray, task_ids: np.ndarray) -> None:
+        new_units: dict[int, list] = {}
+        for task, rows in groups_in_order(task_ids):
+            labels = np.unique(y if rows is None else y[rows])
+            if task not in self.task_classes_:
+                self.tasks_seen_.append(task)
+                self.task_classes_[task] = labels
+            else:
+                self.task_classes_[task] = np.union1d(self.task_classes_[task], labels)
+            key = task if self._task_specific_units else -1
+            wanted = self.classes_ if self._fixed_classes_ and key == -1 else labels
+            for label in wanted:
+                if (key, label) not in self._units_ and label not in new_units.get(key, []):
+                    new_units.setdefault(key, []).append(label)
+        for key, labels in new_units.items():
+            for label in labels:
+                self._units_[(key, label)] = len(self._unit_labels_)
+                self._unit_labels_.append(label)
+            self.network_.add_units(task=key, n_new=len(labels), seed=self._next_seed())
+        if new_units:
+            self._refresh_unit_maps()
+            if self._optimizer_ is not None:
+                self._optimizer_ = self._make_optimizer(carry_from=self._optimizer_)
+
+    def _refresh_unit_maps(self) -> None:
+        unit_class = np.searchsorted(self.classes_, np.asarray(self._unit_labels_))
+        self._unit_class_ = torch.from_numpy(unit_class).to(self.device_)
+        one_to_one = len(unit_class) == len(self.classes_)
+        self._class_unit_ = (
+            torch.from_numpy(np.argsort(unit_class)).to(self.device_) if one_to_one else None
+        )
+
+    def _encode(self, y: np.ndarray, task_ids: np.ndarray) -> np.ndarray:
+        units = np.empty(y.shape[0], dtype=np.int64)
+        for task, rows in groups_in_order(task_ids):
+            key = task if self._task_specific_units else -1
+            labels = y if rows is None else y[rows]
+            uniq, inverse = np.unique(labels, return_inverse=True)
+            mapped = np.array([self._units_[(key, label)] for label in uniq], dtype=np.int64)
+            if rows is None:
+                units[:] = mapped[inverse]
+            else:
+                units[rows] = mapped[inverse]
+        return units
+
+    def _class_scores(self, unit_scores: torch.Tensor) -> torch.Tensor:
+        """Unit scores to class scores: a class scores the max of its units."""
+        if self._class_unit_ is not None:
+            return unit_scores.index_select(1, self._class_unit_)
+        n = unit_scores.shape[0]
+        out = unit_scores.new_full((n, len(self.classes_)), float("-inf"))
+        index = self._unit_class_.unsqueeze(0).expand(n, -1)
+        return out.scatter_reduce(1, index, unit_scores, reduce="amax")
+
+    def _make_optimizer(self, carry_from: torch.optim.Optimizer | None = None):
+        params = [p for p in self._trainable_parameters() if p.requires_grad]
+        if self.optimizer == "adam":
+            optimizer = torch.optim.Adam(params, lr=self.learning_rate)
+        else:
+            optimizer = torch.optim.SGD(params, lr=self.learning_rate, momentum=self.momentum)
+        if carry_from is not None:
+            for p in params:
+                if p in carry_from.state:
+                    optimizer.state[p] = carry_from.state[p]
+        return optimizer
+
+    def _open_task(self, task: int) -> None:
+        if self.current_task_ == task:
+            return
+        if self.current_task_ is not None:
+            self.end_task()
+        self.current_task_ = task
+        self._before_task(task)
+        self._optimizer_ = self._make_optimizer()
+
+    def _scores(self, X, task_id) -> np.ndarray:
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=np.float32)
+        task_ids = check_task_ids(task_id, X.shape[0], allow_none=True)
+        self._before_predict()
+        if task_ids is not None:
+            unknown = np.setdiff1d(task_ids, self.tasks_seen_)
+            if unknown.size:
+                raise ValueError(
+                    f"task_id {unknown.tolist()} was never seen; tasks seen: {self.tasks_seen_}"
+                )
+        X_t = _as_tensor(X, self.device_)
+        tasks_t = None if task_ids is None else torch.from_numpy(task_ids).to(self.device_)
+        self.network_.eval()
+        chunks = []
+        with torch.no_grad():
+            for start in range(0, X_t.shape[0], _PREDICT_CHUNK):
+                stop = start + _PREDICT_CHUNK
+                task_chunk = None if tasks_t is None else tasks_t[start:stop]
+                chunks.append(self._predict_scores(X_t[start:stop], task_chunk))
+        scores = torch.cat(chunks).double().cpu().numpy()
+        if task_ids is not None:
+            for task, rows in groups_in_order(task_ids):
+                outside = ~np.isin(self.classes_, self.task_classes_[task])
+                if rows is None:
+                    scores[:, outside] = -np.inf
+                else:
+                    scores[np.ix_(rows, outside)] = -np.inf
+        return scores
+
+
+class _Data(NamedTuple):
+    X: torch.Tensor
+    y: torch.Tensor
+    weight: torch.Tensor | None
+    task_ids: np.ndarray
+    task: torch.Tensor
+
+    def select(self, rows: np.ndarray | None):
+        if rows is None:
+            return self.X, self.y, self.weight, self.task
+        index = torch.from_numpy(rows).to(self.X.device)
+        weight = None if self.weight is None else self.weight[index]
+        return self.X[index], self.y[index], weight, self.task[index]
+
+
+def _as_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    tensor = torch.from_numpy(array) if array.flags.writeable else torch.tensor(array)
+    return tensor.to(device)
+
+
+def _softmax(scores: np.ndarray) -> np.ndarray:
+    shifted = scores - scores.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)

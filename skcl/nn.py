@@ -1,0 +1,253 @@
+"""Networks of skcl estimators: trunks, growing output layers and per-task heads.
+
+Every network an estimator trains maps inputs to logits over its *units*, the
+output neurons in the order they were added. A unit belongs to one class
+label and, for per-task heads, to one task. Units are only ever appended, so
+indices stored by a method (replay buffers, exemplar sets) stay valid as the
+output layer grows.
+
+Examples
+--------
+>>> import torch
+>>> from skcl.nn import SharedHead, make_mlp
+>>> net = SharedHead(lambda: make_mlp(4, (8,)), n_features=4)
+>>> net.add_units(task=0, n_new=2, seed=0)
+>>> net(torch.zeros(3, 4)).shape
+torch.Size([3, 2])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def make_mlp(n_features: int, hidden_layer_sizes: Sequence[int]) -> nn.Sequential:
+    """Build the default trunk: ``Linear -> ReLU`` for each hidden layer.
+
+    Parameters
+    ----------
+    n_features : int
+        Input width.
+    hidden_layer_sizes : sequence of int
+        Width of each hidden layer; empty gives an identity trunk (a linear model).
+
+    Returns
+    -------
+    trunk : torch.nn.Sequential
+
+    Examples
+    --------
+    >>> from skcl.nn import make_mlp
+    >>> make_mlp(64, (256, 256))
+    Sequential(
+      (0): Linear(in_features=64, out_features=256, bias=True)
+      (1): ReLU()
+      (2): Linear(in_features=256, out_features=256, bias=True)
+      (3): ReLU()
+    )
+    """
+    layers: list[nn.Module] = []
+    width = n_features
+    for size in hidden_layer_sizes:
+        layers += [nn.Linear(width, int(size)), nn.ReLU()]
+        width = int(size)
+    return nn.Sequential(*layers)
+
+
+def output_width(trunk: nn.Module, n_features: int) -> int:
+    """Width of ``trunk``'s output for inputs of ``n_features``, found by one forward pass."""
+    was_training = trunk.training
+    trunk.eval()
+    with torch.no_grad():
+        param = next(trunk.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+        out = trunk(torch.zeros(1, n_features, device=device))
+    trunk.train(was_training)
+    if out.dim() != 2:
+        raise ValueError(
+            f"the backbone must return a 2-D (n_samples, n_features) tensor, got shape "
+            f"{tuple(out.shape)}"
+        )
+    return int(out.shape[1])
+
+
+class IncrementalLinear(nn.Module):
+    """A linear layer whose output units can be appended without touching old ones.
+
+    New rows are initialised as :class:`torch.nn.Linear` initialises its
+    weights, ``U(-1/sqrt(in), 1/sqrt(in))``, from an explicit seed.
+
+    Parameters
+    ----------
+    in_features : int
+        Input width.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skcl.nn import IncrementalLinear
+    >>> layer = IncrementalLinear(3)
+    >>> layer.grow(2, seed=0)
+    >>> layer(torch.ones(1, 3)).shape
+    torch.Size([1, 2])
+    """
+
+    def __init__(self, in_features: int):
+        super().__init__()
+        self.in_features = in_features
+        self.weight = nn.Parameter(torch.empty(0, in_features))
+        self.bias = nn.Parameter(torch.empty(0))
+
+    @property
+    def out_features(self) -> int:
+        return self.weight.shape[0]
+
+    def grow(self, n_new: int, seed: int) -> None:
+        """Append ``n_new`` freshly initialised output units."""
+        generator = torch.Generator().manual_seed(seed)
+        bound = 1.0 / math.sqrt(self.in_features) if self.in_features > 0 else 0.0
+        weight = torch.empty(n_new, self.in_features).uniform_(-bound, bound, generator=generator)
+        bias = torch.empty(n_new).uniform_(-bound, bound, generator=generator)
+        device = self.weight.device
+        self.weight = nn.Parameter(torch.cat([self.weight.data, weight.to(device)]))
+        self.bias = nn.Parameter(torch.cat([self.bias.data, bias.to(device)]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}"
+
+
+class SharedHead(nn.Module):
+    """One trunk and one growing output layer shared by all tasks (single head).
+
+    ``forward(x, task)`` returns the logits of every unit whatever the task:
+    the task restricts predictions later, not the network.
+
+    Parameters
+    ----------
+    make_trunk : callable
+        Zero-argument factory of the trunk module.
+    n_features : int
+        Input width, used to find the trunk's output width.
+    """
+
+    def __init__(self, make_trunk: Callable[[], nn.Module], n_features: int):
+        super().__init__()
+        self.trunk = make_trunk()
+        self.head = IncrementalLinear(output_width(self.trunk, n_features))
+
+    @property
+    def n_units(self) -> int:
+        return self.head.out_features
+
+    def add_units(self, task: int, n_new: int, seed: int) -> None:
+        """Append ``n_new`` output units (the task does not matter for a shared head)."""
+        self.head.grow(n_new, seed)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The trunk's output (the representation the head reads)."""
+        return self.trunk(x)
+
+    def forward(self, x: torch.Tensor, task: torch.Tensor | int | None = None) -> torch.Tensor:
+        return self.head(self.trunk(x))
+
+
+class TaskHeads(nn.Module):
+    """One output head per task over a shared trunk (multi-head) or one network per task.
+
+    ``forward(x, task)`` computes only the heads of the given task(s) and
+    returns logits over *all* units, with ``-inf`` for units of other tasks, so
+    that a cross-entropy on it trains just the task's head and a max over units
+    never picks another task's unit. With ``task=None`` every head answers.
+
+    Parameters
+    ----------
+    make_trunk : callable
+        Zero-argument factory of a trunk module.
+    n_features : int
+        Input width, used to find the trunk's output width.
+    shared_trunk : bool, default=True
+        ``True``: one trunk feeds every head (multi-head).
+        ``False``: each task gets a fresh trunk and head (an ensemble of models).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skcl.nn import TaskHeads, make_mlp
+    >>> net = TaskHeads(lambda: make_mlp(4, (8,)), n_features=4)
+    >>> net.add_units(task=0, n_new=2, seed=0)
+    >>> net.add_units(task=1, n_new=2, seed=1)
+    >>> net(torch.zeros(1, 4), task=1)[0, :2]
+    tensor([-inf, -inf], grad_fn=<SelectBackward0>)
+    """
+
+    def __init__(self, make_trunk: Callable[[], nn.Module], n_features: int,
+                 shared_trunk: bool = True):
+        super().__init__()
+        self.make_trunk = make_trunk
+        self.n_features = n_features
+        self.shared_trunk = shared_trunk
+        self.trunks = nn.ModuleDict()
+        self.heads = nn.ModuleDict()
+        if shared_trunk:
+            self.trunks["shared"] = make_trunk()
+        self.register_buffer("unit_task", torch.empty(0, dtype=torch.long))
+
+    @property
+    def n_units(self) -> int:
+        return int(self.unit_task.numel())
+
+    def _trunk(self, task: int) -> nn.Module:
+        return self.trunks["shared" if self.shared_trunk else str(task)]
+
+    def add_units(self, task: int, n_new: int, seed: int) -> None:
+        """Append ``n_new`` units to ``task``'s head, creating the head (and trunk) if new."""
+        key = str(task)
+        if key not in self.heads:
+            device = self.unit_task.device
+            if not self.shared_trunk:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(seed)
+                    self.trunks[key] = self.make_trunk().to(device)
+            width = output_width(self._trunk(task), self.n_features)
+            self.heads[key] = IncrementalLinear(width).to(device)
+        self.heads[key].grow(n_new, seed)
+        new = torch.full((n_new,), task, dtype=torch.long, device=self.unit_task.device)
+        self.unit_task = torch.cat([self.unit_task, new])
+
+    def features(self, x: torch.Tensor, task: int) -> torch.Tensor:
+        """The representation ``task``'s head reads."""
+        return self._trunk(task)(x)
+
+    def forward(self, x: torch.Tensor, task: torch.Tensor | int | None = None) -> torch.Tensor:
+        out = x.new_full((x.shape[0], self.n_units), float("-inf"))
+        tasks = self._tasks_to_run(task, x.shape[0])
+        shared = self.trunks["shared"](x) if self.shared_trunk and tasks else None
+        for t, rows in tasks:
+            feats = shared if shared is not None else self._trunk(t)(x)
+            units = torch.nonzero(self.unit_task == t).flatten()
+            logits = self.heads[str(t)](feats if rows is None else feats[rows])
+            if rows is None:
+                out = out.index_copy(1, units, logits)
+            else:
+                block = out[rows].index_copy(1, units, logits)
+                out = out.index_copy(0, rows, block)
+        return out
+
+    def _tasks_to_run(self, task, n_rows):
+        known = [int(k) for k in self.heads.keys()]
+        if task is None:
+            return [(t, None) for t in known]
+        if isinstance(task, int):
+            return [(task, None)] if task in known else []
+        values = torch.unique(task).tolist()
+        if len(values) == 1:
+            return [(values[0], None)] if values[0] in known else []
+        return [(t, torch.nonzero(task == t).flatten()) for t in values if t in known]

@@ -1,0 +1,146 @@
+"""Baselines: the lower and upper bounds every continual-learning method sits between."""
+
+from __future__ import annotations
+
+import torch
+
+from skcl.base import ContinualClassifier
+from skcl.memory import SampleStore
+from skcl.nn import TaskHeads
+
+
+class NaiveClassifier(ContinualClassifier):
+    """Fine-tuning: plain SGD on each task in turn, the lower bound.
+
+    One network with one output layer that grows as classes arrive; nothing
+    protects what earlier tasks taught, so it forgets (catastrophic forgetting).
+    With ``task_id`` at predict time only that task's classes compete.
+
+    Parameters are those of :class:`~skcl.base.ContinualClassifier`.
+
+    Examples
+    --------
+    >>> from skcl import NaiveClassifier
+    >>> from skcl.datasets import load_split_digits
+    >>> stream = load_split_digits()
+    >>> clf = NaiveClassifier(hidden_layer_sizes=(64,), random_state=0)
+    >>> for exp in stream:
+    ...     clf = clf.partial_fit(exp.X_train, exp.y_train, task_id=exp.task_id)
+    >>> clf.classes_.tolist()
+    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+    """
+
+
+class JointClassifier(ContinualClassifier):
+    """Offline training on everything seen so far, the upper bound.
+
+    ``partial_fit`` only stores its samples (each call once, however many
+    epochs feed it). Before the next prediction the network is trained from
+    scratch on the union of all stored samples, ``max_epochs`` epochs of
+    shuffled mini-batches across tasks. It breaks the continual setting on
+    purpose: it is the multi-task reference other methods are judged against.
+
+    Parameters are those of :class:`~skcl.base.ContinualClassifier`.
+
+    Examples
+    --------
+    >>> from skcl import JointClassifier
+    >>> from skcl.datasets import load_split_digits
+    >>> stream = load_split_digits()
+    >>> clf = JointClassifier(hidden_layer_sizes=(64,), max_epochs=2, random_state=0)
+    >>> for exp in stream:
+    ...     clf = clf.partial_fit(exp.X_train, exp.y_train, task_id=exp.task_id)
+    >>> clf.score(stream[0].X_test, stream[0].y_test) > 0.8
+    True
+    """
+
+    def _initialize(self) -> None:
+        self.memory_ = SampleStore()
+        self._stale_ = False
+
+    def _observe(self, X, y, weight, task) -> None:
+        self._stale_ = self.memory_.add(X, y, weight, task) or self._stale_
+
+    def _before_predict(self) -> None:
+        if not self._stale_:
+            return
+        self.network_ = self._fresh_network()
+        self._optimizer_ = self._make_optimizer()
+        for _ in range(self.max_epochs):
+            self._run_epoch(*self.memory_.tensors())
+        self._stale_ = False
+
+
+class CumulativeClassifier(ContinualClassifier):
+    """Cumulative training: keep every sample, train each epoch on the union so far.
+
+    Unlike :class:`JointClassifier` it continues from the current weights; each
+    ``partial_fit`` call is one epoch over all samples stored up to now
+    (the current task's included).
+
+    Parameters are those of :class:`~skcl.base.ContinualClassifier`.
+
+    Examples
+    --------
+    >>> from skcl import CumulativeClassifier
+    >>> from skcl.datasets import load_split_digits
+    >>> stream = load_split_digits()
+    >>> clf = CumulativeClassifier(hidden_layer_sizes=(64,), random_state=0)
+    >>> for exp in stream:
+    ...     for _ in range(2):
+    ...         clf = clf.partial_fit(exp.X_train, exp.y_train, task_id=exp.task_id)
+    >>> clf.score(stream[0].X_test, stream[0].y_test) > 0.8
+    True
+    """
+
+    def _initialize(self) -> None:
+        self.memory_ = SampleStore()
+
+    def _observe(self, X, y, weight, task) -> None:
+        self.memory_.add(X, y, weight, task)
+        self._run_epoch(*self.memory_.tensors())
+
+
+class EnsembleClassifier(ContinualClassifier):
+    """One independent model per task.
+
+    Each task id gets a fresh network (trunk and head) trained only on that
+    task, so later tasks never change it (zero forgetting when the task is
+    known). With ``task_id`` at predict time the task's model answers. Without
+    it (class-incremental) every model answers and each class takes its most
+    confident model's probability: scores are per-model log-softmax values,
+    and the label with the highest one wins.
+
+    Parameters are those of :class:`~skcl.base.ContinualClassifier`.
+
+    Examples
+    --------
+    >>> from skcl import EnsembleClassifier
+    >>> from skcl.datasets import load_split_digits
+    >>> stream = load_split_digits()
+    >>> clf = EnsembleClassifier(hidden_layer_sizes=(32,), random_state=0)
+    >>> for exp in stream:
+    ...     clf = clf.partial_fit(exp.X_train, exp.y_train, task_id=exp.task_id)
+    >>> len(clf.network_.heads)
+    5
+    """
+
+    _task_specific_units = True
+
+    def _make_network(self):
+        return TaskHeads(self._make_trunk, self.n_features_in_, shared_trunk=False)
+
+    def _trainable_parameters(self):
+        key = str(self.current_task_)
+        yield from self.network_.trunks[key].parameters()
+        yield from self.network_.heads[key].parameters()
+
+    def _predict_scores(self, X, task):
+        logits = self.network_(X, task)
+        unit_task = self.network_.unit_task
+        log_probs = torch.empty_like(logits)
+        for t in torch.unique(unit_task):
+            cols = torch.nonzero(unit_task == t).flatten()
+            block = logits.index_select(1, cols)
+            log_probs[:, cols] = block - torch.logsumexp(block, dim=1, keepdim=True)
+        return self._class_scores(torch.nan_to_num(log_probs, nan=float("-inf")))

@@ -1,21 +1,12 @@
 """Task streams: the data a continual learner sees, one experience at a time.
 
 A :class:`TaskStream` is an ordered sequence of :class:`Experience` objects,
-each holding its own train and test arrays. Streams are built from any
-``(X, y)`` arrays in three ways, the kinds used throughout the continual
-learning literature:
-
-- :func:`make_split_stream`: the classes are split into disjoint groups, one
-  group per experience (class- or task-incremental).
-- :func:`make_permuted_stream`: every experience holds all classes, with the
-  features shuffled by a fixed permutation of its own (domain-incremental).
-- :func:`make_rotated_stream`: every experience holds all classes, with each
-  image rotated by the experience's angle (domain-incremental).
-
-The reference streams of the benchmark protocol (``PROTOCOL.md``) are
-:func:`load_split_digits` and :func:`load_permuted_digits`, both built on
-scikit-learn's bundled digits data, and are listed in :data:`STREAMS`.
-:func:`load_mnist_idx` reads MNIST-format files for users who have them.
+each with its own train and test arrays. Any ``(X, y)`` arrays become a stream
+of disjoint classes (:func:`make_split_stream`), of feature permutations
+(:func:`make_permuted_stream`) or of image rotations
+(:func:`make_rotated_stream`). The protocol's streams (``PROTOCOL.md``),
+built on scikit-learn's bundled digits, are listed in :data:`STREAMS`;
+:func:`load_mnist_idx` reads MNIST-format files.
 
 Examples
 --------
@@ -38,16 +29,8 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 __all__ = [
-    "STREAMS",
-    "Experience",
-    "TaskStream",
-    "load_idx",
-    "load_mnist_idx",
-    "load_permuted_digits",
-    "load_split_digits",
-    "load_stream",
-    "make_permuted_stream",
-    "make_rotated_stream",
+    "STREAMS", "Experience", "TaskStream", "load_idx", "load_mnist_idx", "load_permuted_digits",
+    "load_split_digits", "load_stream", "make_permuted_stream", "make_rotated_stream",
     "make_split_stream",
 ]
 
@@ -63,14 +46,10 @@ class Experience:
 
     Parameters
     ----------
-    X_train : ndarray of shape (n_train, n_features), dtype float32
-        Training inputs.
-    y_train : ndarray of shape (n_train,)
-        Training labels.
-    X_test : ndarray of shape (n_test, n_features), dtype float32
-        Test inputs.
-    y_test : ndarray of shape (n_test,)
-        Test labels.
+    X_train, X_test : ndarray of shape (n_samples, n_features), dtype float32
+        Training and test inputs.
+    y_train, y_test : ndarray of shape (n_samples,)
+        Training and test labels.
     task_id : int
         The task identifier passed to ``partial_fit(..., task_id=task_id)``.
     classes : ndarray
@@ -80,10 +59,8 @@ class Experience:
     --------
     >>> import numpy as np
     >>> from skcl.datasets import Experience
-    >>> X = np.zeros((4, 3), dtype=np.float32)
-    >>> y = np.array([0, 1, 0, 1])
-    >>> exp = Experience(X, y, X, y, task_id=0, classes=np.array([0, 1]))
-    >>> exp
+    >>> X, y = np.zeros((4, 3), dtype=np.float32), np.array([0, 1, 0, 1])
+    >>> Experience(X, y, X, y, task_id=0, classes=np.array([0, 1]))
     Experience(task_id=0, classes=[0, 1], n_train=4, n_test=4)
     """
 
@@ -95,18 +72,14 @@ class Experience:
     classes: np.ndarray
 
     def __post_init__(self) -> None:
-        for X, y, part in ((self.X_train, self.y_train, "train"),
-                           (self.X_test, self.y_test, "test")):
+        for X, y in ((self.X_train, self.y_train), (self.X_test, self.y_test)):
             if X.ndim != 2 or y.ndim != 1 or len(X) != len(y):
                 raise ValueError(
-                    f"Experience {part} set needs X of shape (n, n_features) and y of shape "
-                    f"(n,); got X {X.shape} and y {y.shape}."
+                    f"Experience needs X of shape (n, n_features) and y of shape (n,); got X "
+                    f"{X.shape} and y {y.shape}."
                 )
         if self.X_train.shape[1] != self.X_test.shape[1]:
-            raise ValueError(
-                f"Experience train and test sets have {self.X_train.shape[1]} and "
-                f"{self.X_test.shape[1]} features."
-            )
+            raise ValueError("Experience train and test sets differ in their number of features.")
 
     @property
     def n_features(self) -> int:
@@ -130,17 +103,10 @@ class TaskStream(Sequence):
     name : str, default="stream"
         Name used in reports and plots.
     default_scenario : {'class', 'task', 'domain'}, default='class'
-        How the stream is scored when the caller does not say:
-        ``'class'`` (no task id at test, all classes compete),
-        ``'task'`` (task id given at test) or ``'domain'`` (same classes in
-        every experience, no task id at test).
-
-    Attributes
-    ----------
-    name : str
-        The stream's name.
-    default_scenario : str
-        The scenario used by :func:`skcl.evaluation.evaluate_stream` by default.
+        How :func:`skcl.evaluation.evaluate_stream` scores the stream unless
+        told: ``'class'`` (no task id at test, all classes compete), ``'task'``
+        (task id given at test) or ``'domain'`` (the same classes in every
+        experience, no task id at test). Stored as an attribute, like ``name``.
 
     Examples
     --------
@@ -153,29 +119,19 @@ class TaskStream(Sequence):
     """  # noqa: E501
 
     def __init__(
-        self,
-        experiences: Sequence[Experience],
-        name: str = "stream",
+        self, experiences: Sequence[Experience], name: str = "stream",
         default_scenario: str = "class",
     ) -> None:
         experiences = tuple(experiences)
         if not experiences:
             raise ValueError("A TaskStream needs at least one experience.")
-        for exp in experiences:
-            if not isinstance(exp, Experience):
-                raise ValueError(
-                    f"TaskStream items must be Experience objects, got {type(exp).__name__}."
-                )
+        if not all(isinstance(exp, Experience) for exp in experiences):
+            raise ValueError("TaskStream items must be Experience objects.")
         n_features = {exp.n_features for exp in experiences}
         if len(n_features) != 1:
-            raise ValueError(
-                f"All experiences of a stream must have the same number of features; "
-                f"got {sorted(n_features)}."
-            )
+            raise ValueError(f"Experiences have different numbers of features: {n_features}.")
         if default_scenario not in SCENARIOS:
-            raise ValueError(
-                f"default_scenario must be one of {SCENARIOS}, got {default_scenario!r}."
-            )
+            raise ValueError(f"default_scenario must be one of {SCENARIOS}: {default_scenario!r}.")
         self._experiences = experiences
         self.name = str(name)
         self.default_scenario = default_scenario
@@ -219,8 +175,7 @@ class TaskStream(Sequence):
 
 def _check_X_y(X, y) -> tuple[np.ndarray, np.ndarray]:
     """Validate a labelled data set and return X as float32 and y as an array."""
-    X = np.asarray(X)
-    y = np.asarray(y)
+    X, y = np.asarray(X), np.asarray(y)
     if X.ndim != 2:
         raise ValueError(
             f"X must be 2-D (n_samples, n_features), got shape {X.shape}; "
@@ -243,11 +198,15 @@ def _check_X_y(X, y) -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
+def _positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    return int(value)
+
+
 def _split(X, y, test_size, random_state):
     """Stratified train/test split of the whole data set."""
-    return train_test_split(
-        X, y, test_size=test_size, random_state=random_state, stratify=y
-    )
+    return train_test_split(X, y, test_size=test_size, random_state=random_state, stratify=y)
 
 
 def _experience(X_train, y_train, X_test, y_test, task_id: int) -> Experience:
@@ -262,13 +221,7 @@ def _experience(X_train, y_train, X_test, y_test, task_id: int) -> Experience:
 def _resolve_task_classes(classes: np.ndarray, classes_per_task, task_classes):
     """Turn ``classes_per_task`` or ``task_classes`` into a list of label arrays."""
     if task_classes is None:
-        if isinstance(classes_per_task, bool) or not isinstance(
-            classes_per_task, (int, np.integer)
-        ) or classes_per_task < 1:
-            raise ValueError(
-                f"classes_per_task must be a positive integer, got {classes_per_task!r}."
-            )
-        k = int(classes_per_task)
+        k = _positive_int(classes_per_task, "classes_per_task")
         return [classes[start:start + k] for start in range(0, len(classes), k)]
     known = set(classes.tolist())
     groups, used = [], set()
@@ -292,13 +245,8 @@ def _resolve_task_classes(classes: np.ndarray, classes_per_task, task_classes):
 
 
 def make_split_stream(
-    X,
-    y,
-    classes_per_task: int = 2,
-    task_classes: Sequence[Sequence] | None = None,
-    test_size: float = 0.3,
-    random_state: int | None = 0,
-    name: str = "split",
+    X, y, classes_per_task: int = 2, task_classes: Sequence[Sequence] | None = None,
+    test_size: float = 0.3, random_state: int | None = 0, name: str = "split",
     default_scenario: str = "class",
 ) -> TaskStream:
     """Split a classification data set into experiences of disjoint classes.
@@ -308,10 +256,9 @@ def make_split_stream(
 
     Parameters
     ----------
-    X : array-like of shape (n_samples, n_features)
-        Inputs; converted to float32. NaN or infinity is an error.
-    y : array-like of shape (n_samples,)
-        Labels (integers or strings).
+    X, y : array-like of shape (n_samples, n_features) and (n_samples,)
+        Inputs (converted to float32; NaN or infinity is an error) and labels
+        (integers or strings).
     classes_per_task : int, default=2
         Classes per experience when ``task_classes`` is not given: the sorted
         unique labels are taken in order, ``classes_per_task`` at a time (the
@@ -320,10 +267,8 @@ def make_split_stream(
         The classes of each experience, in stream order. Every label must occur
         in ``y`` and in at most one experience; samples of classes not listed
         are left out of the stream.
-    test_size : float or int, default=0.3
-        Passed to :func:`sklearn.model_selection.train_test_split`.
-    random_state : int or None, default=0
-        Seed of the train/test split.
+    test_size, random_state : float, int or None, default=0.3, 0
+        Size and seed of the stratified :func:`~sklearn.model_selection.train_test_split`.
     name : str, default="split"
         Name of the stream.
     default_scenario : {'class', 'task'}, default='class'
@@ -346,10 +291,7 @@ def make_split_stream(
     """
     X, y = _check_X_y(X, y)
     if default_scenario not in ("class", "task"):
-        raise ValueError(
-            f"A split stream is scored 'class' or 'task', got default_scenario="
-            f"{default_scenario!r}."
-        )
+        raise ValueError(f"default_scenario must be 'class' or 'task': {default_scenario!r}.")
     groups = _resolve_task_classes(np.unique(y), classes_per_task, task_classes)
     keep = np.isin(y, np.concatenate(groups))
     X_train, X_test, y_train, y_test = _split(X[keep], y[keep], test_size, random_state)
@@ -360,20 +302,8 @@ def make_split_stream(
     return TaskStream(experiences, name=name, default_scenario=default_scenario)
 
 
-def _check_n_experiences(n_experiences) -> int:
-    if isinstance(n_experiences, bool) or not isinstance(
-        n_experiences, (int, np.integer)
-    ) or n_experiences < 1:
-        raise ValueError(f"n_experiences must be a positive integer, got {n_experiences!r}.")
-    return int(n_experiences)
-
-
 def make_permuted_stream(
-    X,
-    y,
-    n_experiences: int = 10,
-    test_size: float = 0.3,
-    random_state: int | None = 0,
+    X, y, n_experiences: int = 10, test_size: float = 0.3, random_state: int | None = 0,
     name: str = "permuted",
 ) -> TaskStream:
     """Build a domain-incremental stream of fixed feature permutations.
@@ -385,16 +315,12 @@ def make_permuted_stream(
 
     Parameters
     ----------
-    X : array-like of shape (n_samples, n_features)
-        Inputs; converted to float32.
-    y : array-like of shape (n_samples,)
-        Labels (integers or strings).
+    X, y : array-like of shape (n_samples, n_features) and (n_samples,)
+        Inputs (converted to float32) and labels (integers or strings).
     n_experiences : int, default=10
         Number of experiences.
-    test_size : float or int, default=0.3
-        Passed to :func:`sklearn.model_selection.train_test_split`.
-    random_state : int or None, default=0
-        Seed of the train/test split (the permutations are seeded by ``t``).
+    test_size, random_state : float, int or None, default=0.3, 0
+        Size and seed of the stratified train/test split (not of the permutations).
     name : str, default="permuted"
         Name of the stream.
 
@@ -416,17 +342,12 @@ def make_permuted_stream(
     True
     """
     X, y = _check_X_y(X, y)
-    n_experiences = _check_n_experiences(n_experiences)
+    n_experiences = _positive_int(n_experiences, "n_experiences")
     X_train, X_test, y_train, y_test = _split(X, y, test_size, random_state)
-    n_features = X.shape[1]
     experiences = []
     for t in range(n_experiences):
-        perm = np.arange(n_features) if t == 0 else np.random.default_rng(t).permutation(
-            n_features
-        )
-        experiences.append(
-            _experience(X_train[:, perm], y_train.copy(), X_test[:, perm], y_test.copy(), t)
-        )
+        perm = np.random.default_rng(t).permutation(X.shape[1]) if t else np.arange(X.shape[1])
+        experiences.append(_experience(X_train[:, perm], y_train, X_test[:, perm], y_test, t))
     return TaskStream(experiences, name=name, default_scenario="domain")
 
 
@@ -440,13 +361,8 @@ def _rotate(X: np.ndarray, image_shape: tuple[int, ...], angle: float) -> np.nda
 
 
 def make_rotated_stream(
-    X,
-    y,
-    image_shape: Sequence[int],
-    angles: Sequence[float] | None = None,
-    n_experiences: int | None = None,
-    test_size: float = 0.3,
-    random_state: int | None = 0,
+    X, y, image_shape: Sequence[int], angles: Sequence[float] | None = None,
+    n_experiences: int | None = None, test_size: float = 0.3, random_state: int | None = 0,
     name: str = "rotated",
 ) -> TaskStream:
     """Build a domain-incremental stream of rotated images.
@@ -459,11 +375,9 @@ def make_rotated_stream(
 
     Parameters
     ----------
-    X : array-like of shape (n_samples, n_features)
-        Flattened images in row-major order; ``n_features`` must equal
-        ``prod(image_shape)``.
-    y : array-like of shape (n_samples,)
-        Labels (integers or strings).
+    X, y : array-like of shape (n_samples, n_features) and (n_samples,)
+        Flattened images in row-major order (``n_features`` must equal
+        ``prod(image_shape)``) and labels (integers or strings).
     image_shape : tuple of int
         ``(height, width)`` or ``(height, width, channels)`` of one image.
     angles : sequence of float, optional
@@ -471,10 +385,8 @@ def make_rotated_stream(
     n_experiences : int, optional
         Number of experiences, with angles ``180 * t / n_experiences``
         (0, 45, 90, 135 for four). Defaults to 4 when ``angles`` is not given.
-    test_size : float or int, default=0.3
-        Passed to :func:`sklearn.model_selection.train_test_split`.
-    random_state : int or None, default=0
-        Seed of the train/test split.
+    test_size, random_state : float, int or None, default=0.3, 0
+        Size and seed of the stratified train/test split.
     name : str, default="rotated"
         Name of the stream.
 
@@ -497,29 +409,22 @@ def make_rotated_stream(
     X, y = _check_X_y(X, y)
     image_shape = tuple(int(s) for s in np.atleast_1d(image_shape))
     if len(image_shape) not in (2, 3) or min(image_shape) < 1:
-        raise ValueError(
-            f"image_shape must be (height, width) or (height, width, channels), got {image_shape}."
-        )
+        raise ValueError(f"image_shape must be (height, width[, channels]), got {image_shape}.")
     if int(np.prod(image_shape)) != X.shape[1]:
-        raise ValueError(
-            f"image_shape {image_shape} holds {int(np.prod(image_shape))} values but X has "
-            f"{X.shape[1]} features."
-        )
+        raise ValueError(f"image_shape {image_shape} does not match X's {X.shape[1]} features.")
     if angles is not None and n_experiences is not None:
         raise ValueError("Give angles or n_experiences, not both.")
     if angles is None:
-        n = 4 if n_experiences is None else _check_n_experiences(n_experiences)
+        n = 4 if n_experiences is None else _positive_int(n_experiences, "n_experiences")
         angles = [180.0 * t / n for t in range(n)]
     angles = [float(a) for a in angles]
     if not angles or not np.isfinite(angles).all():
         raise ValueError(f"angles must be a non-empty sequence of finite numbers, got {angles}.")
     X_train, X_test, y_train, y_test = _split(X, y, test_size, random_state)
     experiences = [
-        _experience(
-            _rotate(X_train, image_shape, angle), y_train.copy(),
-            _rotate(X_test, image_shape, angle), y_test.copy(), t,
-        )
-        for t, angle in enumerate(angles)
+        _experience(_rotate(X_train, image_shape, a), y_train, _rotate(X_test, image_shape, a),
+                    y_test, t)
+        for t, a in enumerate(angles)
     ]
     return TaskStream(experiences, name=name, default_scenario="domain")
 
@@ -551,10 +456,7 @@ def load_split_digits() -> TaskStream:
     (1257, 540)
     """
     X, y = _digits()
-    return make_split_stream(
-        X, y, task_classes=DIGITS_TASK_CLASSES, test_size=0.3, random_state=0,
-        name="split-digits",
-    )
+    return make_split_stream(X, y, task_classes=DIGITS_TASK_CLASSES, name="split-digits")
 
 
 def load_permuted_digits(n_experiences: int = 10) -> TaskStream:
@@ -583,10 +485,7 @@ def load_permuted_digits(n_experiences: int = 10) -> TaskStream:
     (10, 'domain', [0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
     """
     X, y = _digits()
-    return make_permuted_stream(
-        X, y, n_experiences=n_experiences, test_size=0.3, random_state=0,
-        name="permuted-digits",
-    )
+    return make_permuted_stream(X, y, n_experiences=n_experiences, name="permuted-digits")
 
 
 #: IDX type codes (third byte of the magic number) and their big-endian dtypes.
@@ -615,8 +514,7 @@ def load_idx(path: str | os.PathLike) -> np.ndarray:
     Raises
     ------
     ValueError
-        If the file is not a well-formed IDX file (bad magic number, unknown
-        type code, truncated or over-long data, broken gzip stream).
+        On a malformed file: bad magic number or type code, wrong data length, broken gzip.
 
     Examples
     --------
@@ -634,27 +532,24 @@ def load_idx(path: str | os.PathLike) -> np.ndarray:
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError) as exc:
-            raise ValueError(f"{os.fspath(path)}: broken gzip stream ({exc}).") from exc
-    if len(raw) < 4 or raw[:2] != b"\x00\x00":
+            raise ValueError(f"{os.fspath(path)}: broken gzip data ({exc}).") from exc
+    where = os.fspath(path)
+    if len(raw) < 4 or raw[:2] != b"\x00\x00" or raw[2] not in _IDX_DTYPES or raw[3] < 1:
         raise ValueError(
-            f"{os.fspath(path)} is not an IDX file: its magic number must start with two "
-            f"zero bytes, got {raw[:4].hex() or 'an empty file'}."
+            f"{where} is not an IDX file: bad magic number {raw[:4].hex() or '(empty file)'} "
+            "(expected 0000, a type code in 08 09 0b 0c 0d 0e, and a dimension count >= 1)."
         )
     code, ndim = raw[2], raw[3]
-    if code not in _IDX_DTYPES:
-        raise ValueError(f"{os.fspath(path)}: unknown IDX type code 0x{code:02x}.")
-    if ndim < 1:
-        raise ValueError(f"{os.fspath(path)}: IDX file with 0 dimensions.")
     offset = 4 + 4 * ndim
     if len(raw) < offset:
-        raise ValueError(f"{os.fspath(path)}: IDX header truncated.")
+        raise ValueError(f"{where}: IDX header truncated.")
     shape = struct.unpack(f">{ndim}I", raw[4:offset])
     dtype = np.dtype(_IDX_DTYPES[code])
     count = int(np.prod(shape, dtype=np.int64))
     if len(raw) - offset != count * dtype.itemsize:
         raise ValueError(
-            f"{os.fspath(path)}: IDX header announces shape {shape} ({count * dtype.itemsize} "
-            f"bytes of data) but the file holds {len(raw) - offset} bytes of data."
+            f"{where}: IDX header announces shape {shape} ({count * dtype.itemsize} bytes of "
+            f"data) but the file holds {len(raw) - offset} bytes of data."
         )
     array = np.frombuffer(raw, dtype=dtype, count=count, offset=offset).reshape(shape)
     return array.astype(dtype.newbyteorder("="))
@@ -694,19 +589,14 @@ def load_mnist_idx(
     >>> X.tolist(), y.tolist()
     ([[0.0, 1.0], [0.20000000298023224, 0.0]], [3, 5])
     """
-    images = load_idx(images_path)
-    labels = load_idx(labels_path)
+    images, labels = load_idx(images_path), load_idx(labels_path)
     if images.ndim < 2 or images.dtype != np.uint8:
         raise ValueError(
             f"{os.fspath(images_path)}: expected unsigned-byte images of shape (n, height, "
             f"width), got dtype {images.dtype} and shape {images.shape}."
         )
-    if labels.ndim != 1:
-        raise ValueError(
-            f"{os.fspath(labels_path)}: expected a 1-D label array, got shape {labels.shape}."
-        )
-    if len(images) != len(labels):
-        raise ValueError(f"{len(images)} images but {len(labels)} labels.")
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise ValueError(f"{len(images)} images but labels of shape {labels.shape}.")
     X = images.reshape(len(images), -1).astype(np.float32) / np.float32(255.0)
     return X, labels.astype(np.int64)
 

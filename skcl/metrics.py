@@ -181,6 +181,8 @@ def forgetting(R) -> np.ndarray:
     """
     R = _check_R(R)
     T = R.shape[0]
+    if T == 1:
+        return np.empty(0)
     return R[: T - 1, : T - 1].max(axis=0) - R[T - 1, : T - 1]
 
 

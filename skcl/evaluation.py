@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import clone
+from tqdm.auto import tqdm
 
 from skcl import metrics
 from skcl.datasets import SCENARIOS, Experience, TaskStream
@@ -254,13 +255,11 @@ def evaluate_stream(
     b = _untrained_accuracies(estimator, stream, scenario, continual)
     R = np.empty((T, T))
     seconds = np.empty(T)
-
-    from tqdm.auto import tqdm
-
+    classes = stream.classes
     name = type(estimator).__name__
     steps = tqdm(range(T), desc=f"{name} on {stream.name}", unit="exp", disable=verbose <= 0)
     for i in steps:
-        seconds[i] = _train(estimator, stream[i], epochs, continual, stream.classes)
+        seconds[i] = _train(estimator, stream[i], epochs, continual, classes)
         with _global_rng_preserved():
             for j in range(i + 1):
                 R[i, j] = _score(estimator, stream[j], scenario, continual)
@@ -319,7 +318,7 @@ def _plot_result(result: StreamResult, path=None, ax=None):
     from matplotlib.figure import Figure
 
     if ax is None:
-        fig = Figure(figsize=(11.5, 4.6), layout="constrained")
+        fig = Figure(figsize=(12, 4.6), layout="constrained")
         ax_heat, ax_curve = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.15]})
     else:
         ax_heat, ax_curve = ax
@@ -343,16 +342,17 @@ def _plot_result(result: StreamResult, path=None, ax=None):
     colors = [f"C{j % 10}" for j in range(T)]
     steps = np.arange(T)
     for j in range(T):
-        ax_curve.plot(steps[j:], R[j:, j], marker="o", ms=4, color=colors[j], label=f"exp {j}")
+        ax_curve.plot(steps[j:], R[j:, j], marker="o", ms=4, color=colors[j], label=str(j))
         if j > 0:
-            ax_curve.plot(steps[: j + 1], R[: j + 1, j], ls=":", lw=1, color=colors[j])
+            ax_curve.plot(steps[: j + 1], R[: j + 1, j], ls=":", lw=1, alpha=0.6, color=colors[j])
     ax_curve.set_xticks(range(T), labels)
     ax_curve.set_ylim(-0.03, 1.03)
     ax_curve.set_xlabel("after training experience i")
     ax_curve.set_ylabel("test accuracy on experience j")
     ax_curve.set_title("accuracy per experience (dotted: not yet trained)")
     ax_curve.grid(alpha=0.3)
-    ax_curve.legend(fontsize=7, ncol=2 if T > 5 else 1, loc="lower left")
+    ax_curve.legend(fontsize=7, ncol=1 if T <= 12 else 2, loc="center left",
+                    bbox_to_anchor=(1.01, 0.5), title="experience j", title_fontsize=7)
     fig.suptitle(
         f"{result.estimator} on {result.stream} ({result.scenario}): ACC {_fmt(result.acc)}, "
         f"BWT {_fmt(result.bwt, True)}, FWT {_fmt(result.fwt, True)}"
@@ -493,7 +493,8 @@ class StreamResult:
     def summary_line(self) -> str:
         """One line: estimator, stream, scenario, ACC, BWT, FWT and training time."""
         return (
-            f"{self.estimator} on {self.stream} ({self.scenario}, {self.epochs} epochs): "
+            f"{self.estimator} on {self.stream} ({self.scenario}, {self.epochs} "
+            f"epoch{'s' if self.epochs != 1 else ''}): "
             f"ACC {_fmt(self.acc)}  BWT {_fmt(self.bwt, True)}  FWT {_fmt(self.fwt, True)}  "
             f"forgetting {_fmt(self.mean_forgetting)}  train {self.train_seconds:.2f} s"
         )
@@ -566,12 +567,18 @@ def format_matrix(result: StreamResult) -> str:
 
     Examples
     --------
-    >>> from sklearn.linear_model import SGDClassifier
-    >>> from skcl.datasets import load_split_digits
-    >>> from skcl.evaluation import evaluate_stream, format_matrix
-    >>> result = evaluate_stream(SGDClassifier(random_state=0), load_split_digits())
-    >>> print(format_matrix(result).splitlines()[1])
-                exp 0  exp 1  exp 2  exp 3  exp 4
+    >>> import numpy as np
+    >>> from skcl.evaluation import StreamResult, format_matrix
+    >>> result = StreamResult(
+    ...     "Naive", "toy", "class", 1, R=np.array([[0.9, 0.1], [0.6, 0.8]]),
+    ...     b=np.array([0.5, 0.5]), acc=0.7, bwt=-0.3, fwt=-0.4, forgetting=np.array([0.3]),
+    ...     train_seconds=1.0, experience_seconds=np.array([0.5, 0.5]))
+    >>> print(format_matrix(result))
+    R[i, j] for Naive on toy (class): accuracy on experience j after training experience i
+             exp 0  exp 1
+    after 0  0.900  0.100
+    after 1  0.600  0.800
+    b        0.500  0.500
     """
     T = result.n_experiences
     width = max(6, len(f"after {T - 1}"))

@@ -312,7 +312,7 @@ def test_text_reports(sgd_result):
     assert [float(v) for v in matrix[6].split()[2:]] == pytest.approx(sgd_result.R[4], abs=5e-4)
     assert matrix[7].split()[0] == "b"
     line = sgd_result.summary_line()
-    assert line.startswith("SGDClassifier on split-digits (class, 1 epochs): ACC ")
+    assert line.startswith("SGDClassifier on split-digits (class, 1 epoch): ACC ")
 
 
 def test_plot_writes_a_png(sgd_result, tmp_path):

@@ -265,13 +265,20 @@ class ContinualClassifier(ClassifierMixin, BaseEstimator):
     def predict(self, X, task_id=None):
         """Predict labels: among all classes seen (class-incremental), or only among
         task ``task_id``'s classes (task-incremental)."""
-        return self.classes_[np.argmax(self._scores(X, task_id), axis=1)]
+        scores = self._scores(X, task_id)
+        return self.classes_[np.argmax(scores, axis=1)]
 
     def score(self, X, y, task_id=None, sample_weight=None):
         """Accuracy of :meth:`predict` (with ``task_id`` when given)."""
         from sklearn.metrics import accuracy_score
 
         return accuracy_score(y, self.predict(X, task_id=task_id), sample_weight=sample_weight)
+
+    @classmethod
+    def _unit_test_params(cls) -> dict:
+        """Small settings under which the test suite (sklearn's checks included) runs fast."""
+        return dict(hidden_layer_sizes=(32,), max_epochs=10, batch_size=16, device="cpu",
+                    random_state=0)
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, "network_")
@@ -313,9 +320,6 @@ class ContinualClassifier(ClassifierMixin, BaseEstimator):
 
     def _after_task(self, task: int) -> None:
         """End-of-task work: importances, exemplars, masks, pruning."""
-
-    def _before_predict(self) -> None:
-        """Work before answering a prediction (lazy retraining)."""
 
     def _predict_scores(self, X: torch.Tensor, task: torch.Tensor | None) -> torch.Tensor:
         """Scores of shape (n, n_classes), columns following ``classes_``."""
@@ -568,7 +572,6 @@ class ContinualClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=np.float32)
         task_ids = check_task_ids(task_id, X.shape[0], allow_none=True)
-        self._before_predict()
         if task_ids is not None:
             unknown = np.setdiff1d(task_ids, self.tasks_seen_)
             if unknown.size:

@@ -34,11 +34,12 @@ class NaiveClassifier(ContinualClassifier):
 class JointClassifier(ContinualClassifier):
     """Offline training on everything seen so far, the upper bound.
 
-    ``partial_fit`` only stores its samples (each call once, however many
-    epochs feed it). Before the next prediction the network is trained from
-    scratch on the union of all stored samples, ``max_epochs`` epochs of
-    shuffled mini-batches across tasks. It breaks the continual setting on
-    purpose: it is the multi-task reference other methods are judged against.
+    Each ``partial_fit`` call that brings samples not stored before (repeated
+    epochs over the same arrays bring none) stores them and retrains the
+    network from scratch on the union of all stored samples: ``max_epochs``
+    epochs of mini-batches shuffled across tasks. It breaks the continual
+    setting on purpose: it is the multi-task reference other methods are
+    judged against, and its cost grows with everything seen.
 
     Parameters are those of :class:`~skcl.base.ContinualClassifier`.
 
@@ -56,19 +57,14 @@ class JointClassifier(ContinualClassifier):
 
     def _initialize(self) -> None:
         self.memory_ = SampleStore()
-        self._stale_ = False
 
     def _observe(self, X, y, weight, task) -> None:
-        self._stale_ = self.memory_.add(X, y, weight, task) or self._stale_
-
-    def _before_predict(self) -> None:
-        if not self._stale_:
+        if not self.memory_.add(X, y, weight, task):
             return
         self.network_ = self._fresh_network()
         self._optimizer_ = self._make_optimizer()
         for _ in range(self.max_epochs):
             self._run_epoch(*self.memory_.tensors())
-        self._stale_ = False
 
 
 class CumulativeClassifier(ContinualClassifier):
@@ -136,7 +132,7 @@ class EnsembleClassifier(ContinualClassifier):
         yield from self.network_.heads[key].parameters()
 
     def _predict_scores(self, X, task):
-        logits = self.network_(X, task)
+        logits = self.network_(X, task).double()
         unit_task = self.network_.unit_task
         log_probs = torch.empty_like(logits)
         for t in torch.unique(unit_task):

@@ -131,8 +131,16 @@ class ContinualClassifier(ClassifierMixin, BaseEstimator):
     # Per-task output units (multi-head, ensembles) instead of one shared head.
     _task_specific_units = False
 
+    # task_id is requested wherever it is accepted, so Pipeline and GridSearchCV route it
+    # under sklearn's metadata routing. In a grid search that makes scoring
+    # task-incremental; set_score_request(task_id=False) scores class-incrementally.
     __metadata_request__fit = {"task_id": True}
     __metadata_request__partial_fit = {"task_id": True}
+    __metadata_request__predict = {"task_id": True}
+    __metadata_request__predict_proba = {"task_id": True}
+    __metadata_request__predict_log_proba = {"task_id": True}
+    __metadata_request__decision_function = {"task_id": True}
+    __metadata_request__score = {"task_id": True}
 
     def __init__(
         self,
@@ -235,6 +243,7 @@ class ContinualClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         if self.current_task_ is not None:
             task, self.current_task_ = self.current_task_, None
+            self._optimizer_ = None
             self._after_task(task)
         return self
 

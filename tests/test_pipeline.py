@@ -1,0 +1,113 @@
+"""skcl estimators inside sklearn tooling: pipelines, routing, grid search, SGD swap."""
+
+import numpy as np
+import pytest
+import sklearn
+from sklearn.datasets import load_digits
+from sklearn.linear_model import SGDClassifier
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
+from skcl import NaiveClassifier
+from skcl.pipeline import ContinualPipeline, make_pipeline
+
+SMALL = dict(hidden_layer_sizes=(32,), batch_size=16, random_state=0, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    return X.astype(np.float32), y
+
+
+def stream_loop(pipe, X, y, classes, n_chunks=6, epochs=3):
+    """The loop a user writes around SGDClassifier.partial_fit."""
+    for chunk in np.array_split(np.arange(len(y)), n_chunks):
+        for _ in range(epochs):
+            pipe.partial_fit(X[chunk], y[chunk], classes=classes)
+    return pipe
+
+
+@pytest.mark.parametrize(
+    "final",
+    [SGDClassifier(random_state=0), NaiveClassifier(**SMALL)],
+    ids=["SGDClassifier", "NaiveClassifier"],
+)
+def test_skcl_is_a_drop_in_for_sgdclassifier_in_the_same_loop(digits, final):
+    X, y = digits
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(y))
+    train, test = order[:1300], order[1300:]
+    pipe = stream_loop(make_pipeline(StandardScaler(), sklearn.clone(final)),
+                       X[train], y[train], classes=np.unique(y))
+    assert pipe.score(X[test], y[test]) > 0.85
+    assert pipe.predict(X[test]).shape == (len(test),)
+
+
+def test_partial_fit_updates_transformers_incrementally_and_routes_task_id(digits):
+    X, y = digits
+    pipe = make_pipeline(StandardScaler(), NaiveClassifier(**SMALL))
+    first, second = np.arange(0, 500), np.arange(500, 1000)
+    pipe.partial_fit(X[first], y[first], task_id=0)
+    mean_after_one = pipe[0].mean_.copy()
+    pipe.partial_fit(X[second], y[second], task_id=1)
+    np.testing.assert_allclose(pipe[0].mean_, X[:1000].mean(axis=0), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(mean_after_one, pipe[0].mean_)
+    assert pipe[-1].tasks_seen_ == [0, 1]
+    assert pipe[0].n_samples_seen_.max() == 1000
+    pred = pipe.predict(X[:50], task_id=0)
+    assert set(pred) <= set(pipe[-1].task_classes_[0])
+    assert 0.0 <= pipe.score(X[:50], y[:50], task_id=0) <= 1.0
+    assert pipe.end_task()[-1].current_task_ is None
+
+
+def test_transformer_without_partial_fit_is_fitted_once(digits):
+    X, y = digits
+    calls = []
+
+    def scale(Z):
+        calls.append(len(Z))
+        return Z / 16.0
+
+    pipe = ContinualPipeline([("scale", FunctionTransformer(scale)),
+                              ("clf", NaiveClassifier(**SMALL))])
+    pipe.partial_fit(X[:100], y[:100])
+    pipe.partial_fit(X[100:200], y[100:200])
+    assert calls[:2] == [100, 100]
+    assert pipe.predict(X[:10]).shape == (10,)
+
+
+def test_pipeline_fit_routes_task_id_with_and_without_metadata_routing(digits):
+    X, y = digits
+    X, y = X[:400], y[:400]
+    task_id = (y >= 5).astype(int)
+    pipe = Pipeline([("scale", StandardScaler()), ("clf", NaiveClassifier(max_epochs=1, **SMALL))])
+    pipe.fit(X, y, clf__task_id=task_id)
+    assert pipe[-1].tasks_seen_ == [0, 1]
+    with sklearn.config_context(enable_metadata_routing=True):
+        pipe = Pipeline([("scale", StandardScaler()),
+                         ("clf", NaiveClassifier(max_epochs=1, **SMALL))])
+        pipe.fit(X, y, task_id=task_id)
+        assert sorted(pipe[-1].tasks_seen_) == [0, 1]
+        assert set(pipe.predict(X[y < 5], task_id=np.zeros((y < 5).sum(), int))) <= set(range(5))
+
+
+def test_grid_search_routes_task_id(digits):
+    X, y = digits
+    X, y = X[:300] / 16.0, y[:300]
+    task_id = (y >= 5).astype(int)
+    grid = {"learning_rate": [0.01, 0.05]}
+    with sklearn.config_context(enable_metadata_routing=True):
+        search = GridSearchCV(NaiveClassifier(max_epochs=2, **SMALL), grid, cv=2)
+        search.fit(X, y, task_id=task_id)
+    assert sorted(search.best_estimator_.tasks_seen_) == [0, 1]
+    with sklearn.config_context(enable_metadata_routing=True):
+        est = NaiveClassifier(max_epochs=2, **SMALL).set_score_request(task_id=False)
+        class_incremental = GridSearchCV(est, grid, cv=2).fit(X, y, task_id=task_id)
+    ti = search.cv_results_["mean_test_score"]
+    ci = class_incremental.cv_results_["mean_test_score"]
+    assert (ti >= ci).all() and (ti > ci).any()
+    assert set(search.cv_results_["param_learning_rate"]) == {0.01, 0.05}
+    plain = GridSearchCV(NaiveClassifier(max_epochs=2, **SMALL), grid, cv=2).fit(X, y)
+    assert plain.best_estimator_.tasks_seen_ == [0]

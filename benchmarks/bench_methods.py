@@ -1,0 +1,184 @@
+"""Accuracy and cost of skcl's methods on the public streams, PROTOCOL.md settings.
+
+Every run includes NaiveClassifier (the floor) and JointClassifier (the
+ceiling), and reports each method's training seconds relative to Naive's
+measured in the same run.
+
+Usage::
+
+    python benchmarks/bench_methods.py --family regularization
+    python benchmarks/bench_methods.py --family all --seeds 0,1,2
+
+Writes ``benchmarks/results/methods_<family>.json`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import skcl
+from skcl.datasets import load_permuted_digits, load_split_digits
+from skcl.evaluation import evaluate_stream
+
+RESULTS = Path(__file__).parent / "results"
+
+# PROTOCOL.md: MLP in -> 256 -> 256 -> out, SGD lr 0.05, momentum 0.9, batch 32,
+# 5 epochs per experience, replay memory 200.
+PROTOCOL = dict(hidden_layer_sizes=(256, 256), optimizer="sgd", learning_rate=0.05,
+                momentum=0.9, batch_size=32, device="cpu")
+EPOCHS = 5
+
+# (stream name, loader, scenario)
+STREAMS = [
+    ("split-digits", load_split_digits, "class"),
+    ("split-digits", load_split_digits, "task"),
+    ("permuted-digits", load_permuted_digits, "domain"),
+]
+
+# family -> list of (label, estimator class name, per-stream extra parameters).
+# The per-stream parameters map a stream name to keyword arguments; "*" applies to all.
+# Each family lists its settings and, in NOTES, why a setting departs from PROTOCOL.md.
+FAMILIES: dict[str, list[tuple[str, str, dict]]] = {
+    "baselines": [
+        ("Cumulative", "CumulativeClassifier", {}),
+        ("Ensemble", "EnsembleClassifier", {}),
+        ("MultiHead", "MultiHeadClassifier", {}),
+    ],
+}
+NOTES: dict[str, list[str]] = {"baselines": []}
+
+
+def _estimator(class_name: str, stream: str, extra: dict, seed: int):
+    params = {**PROTOCOL, **extra.get("*", {}), **extra.get(stream, {}), "random_state": seed}
+    return getattr(skcl, class_name)(**params)
+
+
+def run(family: str, seeds: list[int], epochs: int) -> dict:
+    """Run Naive, Joint and the family's methods on every stream and scenario."""
+    methods = [("Naive", "NaiveClassifier", {}), ("Joint", "JointClassifier", {})]
+    families = list(FAMILIES) if family == "all" else [family]
+    for name in families:
+        methods += FAMILIES[name]
+    warm = load_split_digits()[0]
+    skcl.NaiveClassifier(**PROTOCOL, max_epochs=1).fit(warm.X_train, warm.y_train)
+    cells = []
+    for stream_name, loader, scenario in STREAMS:
+        stream = loader()
+        for label, class_name, extra in methods:
+            for seed in seeds:
+                est = _estimator(class_name, stream_name, extra, seed)
+                result = evaluate_stream(est, stream, scenario=scenario, epochs=epochs)
+                weights_finite = all(
+                    bool(torch.isfinite(p).all()) for p in est.network_.parameters()
+                )
+                cells.append({
+                    "method": label, "estimator": class_name, "stream": stream_name,
+                    "scenario": scenario, "seed": seed,
+                    "params": {k: v for k, v in est.get_params().items()
+                               if not callable(v)},
+                    "acc": result.acc, "bwt": result.bwt, "fwt": result.fwt,
+                    "train_seconds": result.train_seconds,
+                    "weights_finite": weights_finite,
+                    "R": result.R.tolist(),
+                })
+                print(f"{stream_name:16s} {scenario:6s} {label:14s} seed={seed} "
+                      f"ACC={result.acc:.3f} BWT={result.bwt:+.3f} "
+                      f"{result.train_seconds:.2f}s", file=sys.stderr)
+    return {
+        "family": family, "epochs": epochs, "seeds": seeds, "protocol": PROTOCOL,
+        "notes": [n for name in families for n in NOTES.get(name, [])],
+        "versions": {"skcl": skcl.__version__, "torch": torch.__version__,
+                     "python": platform.python_version()},
+        "machine": {"processor": platform.processor() or platform.machine(),
+                    "threads": torch.get_num_threads()},
+        "cells": cells,
+    }
+
+
+def summarize(report: dict) -> list[dict]:
+    """Mean over seeds per (stream, scenario, method), with seconds relative to Naive."""
+    rows = []
+    keys = []
+    for cell in report["cells"]:
+        key = (cell["stream"], cell["scenario"], cell["method"])
+        if key not in keys:
+            keys.append(key)
+    for stream, scenario, method in keys:
+        cells = [c for c in report["cells"]
+                 if (c["stream"], c["scenario"], c["method"]) == (stream, scenario, method)]
+        naive = [c["train_seconds"] for c in report["cells"]
+                 if (c["stream"], c["scenario"], c["method"]) == (stream, scenario, "Naive")]
+        seconds = float(np.mean([c["train_seconds"] for c in cells]))
+        rows.append({
+            "stream": stream, "scenario": scenario, "method": method,
+            "acc": float(np.mean([c["acc"] for c in cells])),
+            "acc_std": float(np.std([c["acc"] for c in cells])),
+            "bwt": float(np.mean([c["bwt"] for c in cells])),
+            "fwt": float(np.mean([c["fwt"] for c in cells])),
+            "seconds": seconds,
+            "vs_naive": seconds / float(np.mean(naive)) if naive else float("nan"),
+            "finite": all(c["weights_finite"] for c in cells),
+        })
+    return rows
+
+
+def to_markdown(report: dict) -> str:
+    lines = [
+        f"# skcl methods benchmark: {report['family']}",
+        "",
+        f"PROTOCOL.md settings: MLP 256-256, SGD lr 0.05 momentum 0.9, batch 32, "
+        f"{report['epochs']} epochs per experience, seeds {report['seeds']}. "
+        f"torch {report['versions']['torch']}, {report['machine']['threads']} threads. "
+        "Seconds: training only, evaluation excluded; `x Naive` is relative to "
+        "NaiveClassifier's seconds in the same run.",
+        "",
+    ]
+    for note in report["notes"]:
+        lines.append(f"- {note}")
+    if report["notes"]:
+        lines.append("")
+    rows = summarize(report)
+    for stream, scenario in dict.fromkeys((r["stream"], r["scenario"]) for r in rows):
+        lines += [f"## {stream}, {scenario}-incremental", "",
+                  "| method | ACC | BWT | FWT | seconds | x Naive | finite weights |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in rows:
+            if (r["stream"], r["scenario"]) != (stream, scenario):
+                continue
+            acc = f"{r['acc']:.3f}" + (f" ± {r['acc_std']:.3f}" if r["acc_std"] else "")
+            lines.append(
+                f"| {r['method']} | {acc} | {r['bwt']:+.3f} | {r['fwt']:+.3f} | "
+                f"{r['seconds']:.2f} | {r['vs_naive']:.2f} | {'yes' if r['finite'] else 'NO'} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--family", default="all", choices=[*FAMILIES, "all"])
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds")
+    parser.add_argument("--epochs", type=int, default=EPOCHS)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    start = time.perf_counter()
+    report = run(args.family, seeds, args.epochs)
+    report["wall_seconds"] = time.perf_counter() - start
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"methods_{args.family}.json").write_text(json.dumps(report, indent=1))
+    markdown = to_markdown(report)
+    (args.out / f"methods_{args.family}.md").write_text(markdown + "\n")
+    print(markdown)
+
+
+if __name__ == "__main__":
+    main()

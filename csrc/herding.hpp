@@ -1,0 +1,193 @@
+// Herding exemplar selection of iCaRL (Rebuffi et al., CVPR 2017, Algorithm 4).
+//
+// Pick k (k = 1..m) takes, among the rows f_i of F not picked yet, the one that
+// minimises || mu - (S + f_i) / k ||, with mu the mean of all rows and S the sum
+// of the k - 1 rows already picked; ties go to the lowest row index. Since
+//   k^2 || mu - (S + f_i) / k ||^2 = ||k mu - S||^2 - 2 k (mu . f_i) + 2 (S . f_i) + ||f_i||^2
+// and the first term does not depend on i, the kernel ranks rows by
+//   score_i = ||f_i||^2 - 2 k (mu . f_i) + 2 (S . f_i),
+// keeping F mu and ||f_i||^2 (computed once, float64) and S . f_i, updated by one
+// float32 product F f_j after each pick j: one pass over F per pick, no O(k d) work.
+//
+// Decisions are those of the rule evaluated in float64. Each row carries a
+// rigorous bound on the rounding error of its float32 running S . f_i; rows
+// whose score interval can reach the smallest upper bound are re-scored with
+// S . f_i in float64 (exact products, S held in float64), and the pick is the
+// float64 argmin among them, lowest index first.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "simd.hpp"
+
+namespace skcl {
+
+// out[r] = x_r . y for R consecutive float32 rows x_r (stride d): float32 lanes
+// (FMA, d / kVF per lane, rows interleaved so y is loaded once for R rows),
+// lanes summed in float32, the tail past the last full vector in float64.
+template <int R>
+void dot_rows(const float* x, int64_t d, const float* y, double* out) {
+    vfloat acc[R] = {};
+    int64_t c = 0;
+    for (; c + kVF <= d; c += kVF) {
+        const vfloat yv = vload(y + c);
+        for (int r = 0; r < R; ++r) acc[r] += vload(x + r * d + c) * yv;
+    }
+    for (int r = 0; r < R; ++r) {
+        double s = hsum(acc[r]);
+        for (int64_t cc = c; cc < d; ++cc) s += static_cast<double>(x[r * d + cc]) * y[cc];
+        out[r] = s;
+    }
+}
+
+// x . y with x float32 and y float64, every product and the sum in float64.
+inline double dot_f32_f64(const float* x, const double* y, int64_t d) {
+    vdouble_wide acc{};
+    int64_t c = 0;
+    for (; c + kVF <= d; c += kVF) {
+        vdouble_wide yv;
+        std::memcpy(&yv, y + c, sizeof(yv));
+        acc += to_double(vload(x + c)) * yv;
+    }
+    double s = hsum(acc);
+    for (; c < d; ++c) s += static_cast<double>(x[c]) * y[c];
+    return s;
+}
+
+// Writes the m picks into out[0..m). Returns false (and picks nothing) when F
+// holds a NaN or an infinity. Requires 0 <= m <= n.
+inline bool herding_select(const float* F, int64_t n, int64_t d, int64_t m, int64_t* out) {
+    if (m == 0) return true;
+    std::vector<double> mu(static_cast<size_t>(d), 0.0);
+    const int64_t col_block = 64;
+    const int64_t n_col_blocks = (d + col_block - 1) / col_block;
+#pragma omp parallel for schedule(static)
+    for (int64_t cb = 0; cb < n_col_blocks; ++cb) {
+        const int64_t c0 = cb * col_block, c1 = std::min(d, c0 + col_block);
+        double sums[col_block] = {};
+        for (int64_t i = 0; i < n; ++i) {
+            const float* row = F + i * d;
+            for (int64_t c = c0; c < c1; ++c) sums[c - c0] += row[c];
+        }
+        for (int64_t c = c0; c < c1; ++c) mu[c] = sums[c - c0] / static_cast<double>(n);
+    }
+
+    // Per row: ||f_i||^2, ||f_i||, f_i . mu, running f_i . S (float32 products),
+    // its error bound, and the current score.
+    std::vector<double> norm2(n), norm(n), f_mu(n), s_f(n, 0.0), err(n, 0.0), score(n);
+    std::vector<unsigned char> taken(n, 0);
+    int finite = 1;
+#pragma omp parallel for schedule(static) reduction(&& : finite)
+    for (int64_t i = 0; i < n; ++i) {
+        const float* row = F + i * d;
+        double nn = 0.0;
+        for (int64_t c = 0; c < d; ++c) nn += static_cast<double>(row[c]) * row[c];
+        norm2[i] = nn;
+        norm[i] = std::sqrt(nn);
+        f_mu[i] = dot_f32_f64(row, mu.data(), d);
+        finite = finite && std::isfinite(nn) && std::isfinite(f_mu[i]);
+    }
+    if (!finite) return false;
+
+    // |dot_rows(x, y) - x . y| <= gamma sum_c |x_c y_c| <= gamma ||x|| ||y||, with
+    // gamma = L u / (1 - L u) for L float32 roundings on the way to any term's
+    // lane sum (u = 2^-24), widened a little.
+    const double u = std::ldexp(1.0, -24);
+    const double lane_terms = static_cast<double>(d / kVF + kLog2VF + 1);
+    const double gamma = 1.01 * lane_terms * u / (1.0 - lane_terms * u) + 1e-14;
+    const double inf = std::numeric_limits<double>::infinity();
+    // Half-width of the interval around score_i that holds its float64 value.
+    auto slack = [&](int64_t i, double two_k) {
+        return 2.0 * err[i] +
+               1e-12 * (norm2[i] + two_k * std::abs(f_mu[i]) + 2.0 * std::abs(s_f[i]));
+    };
+
+    // Rows are updated in blocks of kRows, picked rows included (their values are unused).
+    constexpr int64_t kRows = 4;
+    const int64_t n_row_blocks = (n + kRows - 1) / kRows;
+    const int n_threads = num_threads();
+    std::vector<double> thread_high(n_threads, inf), thread_best(n_threads, inf);
+    std::vector<int64_t> thread_arg(n_threads, -1);
+    std::vector<double> S(static_cast<size_t>(d), 0.0);
+    const float* f_j = nullptr;
+    double norm_j = 0.0;
+#pragma omp parallel num_threads(n_threads)
+    {
+        const int tid = thread_id();
+        for (int64_t k = 1; k <= m; ++k) {
+            const double two_k = 2.0 * static_cast<double>(k);
+            // Pass 1: update the float32 running products, score every row, and
+            // find the smallest upper bound of a score.
+            double high = inf;
+#pragma omp for schedule(static)
+            for (int64_t b = 0; b < n_row_blocks; ++b) {
+                const int64_t i0 = b * kRows, i1 = std::min(n, i0 + kRows);
+                if (f_j != nullptr) {
+                    double dots[kRows];
+                    if (i1 - i0 == kRows) {
+                        dot_rows<kRows>(F + i0 * d, d, f_j, dots);
+                    } else {
+                        for (int64_t i = i0; i < i1; ++i) dot_rows<1>(F + i * d, d, f_j, dots + (i - i0));
+                    }
+                    for (int64_t i = i0; i < i1; ++i) {
+                        s_f[i] += dots[i - i0];
+                        err[i] += gamma * norm[i] * norm_j;
+                    }
+                }
+                for (int64_t i = i0; i < i1; ++i) {
+                    if (taken[i]) continue;
+                    score[i] = norm2[i] - two_k * f_mu[i] + 2.0 * s_f[i];
+                    high = std::min(high, score[i] + slack(i, two_k));
+                }
+            }
+            thread_high[tid] = high;
+#pragma omp barrier
+            double bound = inf;
+            for (int th = 0; th < n_threads; ++th) bound = std::min(bound, thread_high[th]);
+            // Pass 2: re-score in float64 every row whose interval reaches the bound.
+            double best = inf;
+            int64_t arg = -1;
+#pragma omp for schedule(static)
+            for (int64_t i = 0; i < n; ++i) {
+                if (taken[i]) continue;
+                if (score[i] - slack(i, two_k) > bound) continue;
+                s_f[i] = dot_f32_f64(F + i * d, S.data(), d);
+                err[i] = 0.0;
+                const double exact = norm2[i] - two_k * f_mu[i] + 2.0 * s_f[i];
+                if (exact < best) {
+                    best = exact;
+                    arg = i;
+                }
+            }
+            thread_best[tid] = best;
+            thread_arg[tid] = arg;
+#pragma omp barrier
+#pragma omp single
+            {
+                double s = inf;
+                int64_t j = -1;
+                for (int th = 0; th < n_threads; ++th) {
+                    const int64_t i = thread_arg[th];
+                    if (i < 0) continue;
+                    if (j < 0 || thread_best[th] < s || (thread_best[th] == s && i < j)) {
+                        s = thread_best[th];
+                        j = i;
+                    }
+                }
+                out[k - 1] = j;
+                taken[j] = 1;
+                f_j = F + j * d;
+                norm_j = norm[j];
+                for (int64_t c = 0; c < d; ++c) S[c] += f_j[c];
+                for (int th = 0; th < n_threads; ++th) thread_arg[th] = -1;
+            }
+        }
+    }
+    return true;
+}
+
+}  // namespace skcl

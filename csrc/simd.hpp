@@ -1,0 +1,80 @@
+// SIMD helpers shared by skcl's CPU kernels.
+//
+// The kernels are written once with GCC/Clang vector extensions whose width is
+// the widest vector unit the build targets (AVX-512: 16 floats, AVX: 8,
+// otherwise 4); the compiler lowers the arithmetic to that ISA and contracts
+// a * b + c to FMA where the target has it. Loads and stores go through memcpy,
+// so no pointer needs any alignment.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace skcl {
+
+#if defined(__AVX512F__)
+inline constexpr int kVecBytes = 64;
+#elif defined(__AVX__)
+inline constexpr int kVecBytes = 32;
+#else
+inline constexpr int kVecBytes = 16;
+#endif
+
+// Floats per vector register, and its base-2 logarithm.
+inline constexpr int kVF = kVecBytes / static_cast<int>(sizeof(float));
+inline constexpr int kLog2VF = kVF == 16 ? 4 : (kVF == 8 ? 3 : 2);
+
+typedef float vfloat __attribute__((vector_size(kVecBytes)));
+// kVF doubles: the exact float64 image of one vfloat (two registers).
+typedef double vdouble_wide __attribute__((vector_size(2 * kVecBytes)));
+
+inline vfloat vload(const float* p) {
+    vfloat v;
+    std::memcpy(&v, p, sizeof(v));
+    return v;
+}
+
+inline void vstore(float* p, vfloat v) { std::memcpy(p, &v, sizeof(v)); }
+
+inline vfloat vbroadcast(float s) { return vfloat{} + s; }
+
+inline vdouble_wide to_double(vfloat v) { return __builtin_convertvector(v, vdouble_wide); }
+
+// Sum of the lanes of a vector, as a balanced tree (kVF is a power of two),
+// in the vector's own precision.
+template <typename V>
+inline auto hsum(V v) {
+    using T = std::remove_reference_t<decltype(v[0])>;
+    T x[kVF];
+    std::memcpy(x, &v, sizeof(x));
+    for (int width = kVF / 2; width > 0; width /= 2) {
+        for (int l = 0; l < width; ++l) x[l] += x[l + width];
+    }
+    return x[0];
+}
+
+// Sum of the lanes of a float vector, accumulated in double.
+inline double hsum_double(vfloat v) { return hsum(to_double(v)); }
+
+inline int num_threads() {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+inline int thread_id() {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+}  // namespace skcl

@@ -26,7 +26,7 @@ import torch
 
 import skcl
 from skcl.datasets import load_permuted_digits, load_split_digits
-from skcl.evaluation import evaluate_stream
+from skcl.evaluation import evaluate_stream, warm_up
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -67,8 +67,7 @@ def run(family: str, seeds: list[int], epochs: int) -> dict:
     families = list(FAMILIES) if family == "all" else [family]
     for name in families:
         methods += FAMILIES[name]
-    warm = load_split_digits()[0]
-    skcl.NaiveClassifier(**PROTOCOL, max_epochs=1).fit(warm.X_train, warm.y_train)
+    warm_up()
     cells = []
     for stream_name, loader, scenario in STREAMS:
         stream = loader()

@@ -592,3 +592,22 @@ def format_matrix(result: StreamResult) -> str:
         "accuracy on experience j after training experience i"
     )
     return "\n".join([title, header, *rows])
+
+
+def warm_up(device: str = "cpu") -> None:
+    """Pay torch's one-time costs (thread pools, kernel selection) before timing anything.
+
+    The first training steps of a process run slower than the rest; timings
+    that are compared with each other should all come after this.
+
+    Examples
+    --------
+    >>> from skcl.evaluation import warm_up
+    >>> warm_up()
+    """
+    from skcl.strategies.baselines import NaiveClassifier
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(256, 64)).astype(np.float32)
+    y = np.arange(256) % 4
+    NaiveClassifier(max_epochs=2, device=device, random_state=0).fit(X, y).predict(X)

@@ -1,0 +1,7 @@
+"""``python -m skcl``: the skcl command line."""
+
+import sys
+
+from skcl.cli import main
+
+sys.exit(main())

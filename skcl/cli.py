@@ -1,0 +1,175 @@
+"""The ``skcl`` command (also ``python -m skcl``).
+
+``skcl list`` names the estimators and streams; ``skcl run`` trains one
+estimator over one stream and prints its accuracy matrix and metrics;
+``skcl demo`` runs a few estimators over split-digits side by side.
+
+Examples
+--------
+>>> from skcl.cli import main
+>>> main(["run", "--estimator", "naive", "--stream", "split-digits", "--epochs", "1",
+...       "--param", "hidden_layer_sizes=(32,)", "--quiet"])
+0
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import sys
+from pathlib import Path
+
+import skcl
+from skcl.base import ContinualClassifier
+from skcl.datasets import STREAMS, load_stream
+from skcl.evaluation import evaluate_stream, format_matrix, format_table, warm_up
+
+SCENARIOS = ("class", "task", "domain")
+DEMO_ESTIMATORS = ("naive", "cumulative", "joint")
+
+
+def estimators() -> dict[str, type]:
+    """Every public skcl estimator, by short name (``'naive'`` for ``NaiveClassifier``)."""
+    found = {}
+    for name in skcl.__all__:
+        obj = getattr(skcl, name)
+        if isinstance(obj, type) and issubclass(obj, ContinualClassifier) \
+                and obj is not ContinualClassifier:
+            found[name.removesuffix("Classifier").lower()] = obj
+    return found
+
+
+class _UsageError(Exception):
+    """A one-line error for the user (unknown name, malformed parameter)."""
+
+
+def _lookup_estimator(name: str) -> type:
+    table = estimators()
+    key = name.lower().removesuffix("classifier")
+    if key not in table:
+        raise _UsageError(f"unknown estimator {name!r}; valid: {', '.join(sorted(table))}")
+    return table[key]
+
+
+def _check_stream(name: str) -> str:
+    if name not in STREAMS:
+        raise _UsageError(f"unknown stream {name!r}; valid: {', '.join(sorted(STREAMS))}")
+    return name
+
+
+def _parse_params(pairs: list[str]) -> dict:
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise _UsageError(f"--param takes key=value, got {pair!r}")
+        try:
+            params[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            params[key] = value
+    return params
+
+
+def _build(name: str, params: dict, seed: int):
+    cls = _lookup_estimator(name)
+    valid = cls().get_params()
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise _UsageError(
+            f"{cls.__name__} has no parameter {', '.join(unknown)}; valid: {', '.join(valid)}"
+        )
+    return cls(**{"random_state": seed, **params})
+
+
+def _cmd_list(args) -> int:
+    print("estimators:")
+    for short, cls in sorted(estimators().items()):
+        summary = (cls.__doc__ or "").strip().splitlines()[0]
+        print(f"  {short:14s} {cls.__name__:28s} {summary}")
+    print("streams:")
+    for name, loader in sorted(STREAMS.items()):
+        stream = loader()
+        print(f"  {name:18s} {len(stream)} experiences, default scenario "
+              f"{stream.default_scenario}")
+    return 0
+
+
+def _cmd_run(args) -> int:
+    stream_name = _check_stream(args.stream)
+    estimator = _build(args.estimator, _parse_params(args.param), args.seed)
+    stream = load_stream(stream_name)
+    result = evaluate_stream(estimator, stream, scenario=args.scenario, epochs=args.epochs,
+                             verbose=0 if args.quiet else 1)
+    if not args.quiet:
+        print(format_matrix(result))
+        print()
+        print(format_table([result]))
+    if args.json:
+        result.to_json(args.json)
+    if args.plot:
+        result.plot(args.plot)
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stream = load_stream("split-digits")
+    print(f"skcl demo: {len(stream)} experiences of split-digits, class-incremental, "
+          f"{args.epochs} epochs each, MLP 256-256 (PROTOCOL.md settings)\n")
+    warm_up()
+    results = []
+    for name in DEMO_ESTIMATORS:
+        estimator = _build(name, {}, args.seed)
+        result = evaluate_stream(estimator, stream, scenario="class", epochs=args.epochs)
+        results.append(result)
+        print(format_matrix(result))
+        print()
+        result.plot(out / f"{name}.png")
+    print(format_table(results))
+    (out / "results.json").write_text(
+        json.dumps([r.to_dict() for r in results], indent=1) + "\n"
+    )
+    print(f"\nwrote {out / 'results.json'} and "
+          f"{', '.join(str(out / f'{n}.png') for n in DEMO_ESTIMATORS)}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="skcl", description="Continual learning that speaks "
+                                     "scikit-learn.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="list estimators and streams").set_defaults(func=_cmd_list)
+
+    run = sub.add_parser("run", help="train one estimator over one stream")
+    run.add_argument("--estimator", required=True, help="short or class name (see `skcl list`)")
+    run.add_argument("--stream", required=True, help="stream name (see `skcl list`)")
+    run.add_argument("--scenario", choices=SCENARIOS, default=None,
+                     help="default: the stream's own scenario")
+    run.add_argument("--epochs", type=int, default=None,
+                     help="passes per experience (default: the estimator's max_epochs)")
+    run.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                     help="estimator parameter, repeatable (e.g. learning_rate=0.01)")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--json", help="write the result as JSON here")
+    run.add_argument("--plot", help="write the heatmap and accuracy curves (PNG) here")
+    run.add_argument("--quiet", action="store_true", help="print nothing")
+    run.set_defaults(func=_cmd_run)
+
+    demo = sub.add_parser("demo", help="a few estimators over split-digits, side by side")
+    demo.add_argument("--out", default="demo_output", help="folder for the JSON and PNGs")
+    demo.add_argument("--epochs", type=int, default=5)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``skcl`` command line; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except _UsageError as exc:
+        print(f"skcl: error: {exc}", file=sys.stderr)
+        return 2

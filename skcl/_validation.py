@@ -6,6 +6,7 @@ from numbers import Integral
 
 import numpy as np
 import torch
+from sklearn.utils.multiclass import check_classification_targets
 
 
 def check_task_ids(task_id, n_samples: int, *, allow_none: bool = False) -> np.ndarray | None:
@@ -59,6 +60,17 @@ def check_task_ids(task_id, n_samples: int, *, allow_none: bool = False) -> np.n
     if n_samples and ids.min() < 0:
         raise ValueError(f"task_id must be non-negative, got {int(ids.min())}")
     return ids.astype(np.int64, copy=False)
+
+
+def check_labels(y: np.ndarray) -> None:
+    """Reject targets that are not class labels (continuous values), cheaply.
+
+    Integer, boolean and string labels pass at once; anything else goes
+    through sklearn's ``check_classification_targets``.
+    """
+    if y.dtype.kind in "biuUS":
+        return
+    check_classification_targets(y)
 
 
 def groups_in_order(ids: np.ndarray) -> list[tuple[int, np.ndarray | None]]:

@@ -32,13 +32,18 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from skcl._validation import check_task_ids, groups_in_order, is_numeric_labels, resolve_device
+from skcl._validation import (
+    check_labels,
+    check_task_ids,
+    groups_in_order,
+    is_numeric_labels,
+    resolve_device,
+)
 from skcl.nn import SharedHead, make_mlp
 
 _PREDICT_CHUNK = 8192
@@ -355,6 +360,8 @@ class ContinualClassifier(ClassifierMixin, BaseEstimator):
         n = X.shape[0]
         order = torch.from_numpy(self._rng_.permutation(n)).to(X.device)
         network, optimizer, size = self.network_, self._optimizer_, self.batch_size
+        # One task for the whole epoch (the usual case): slice a constant instead of indexing.
+        single_task = task[:size] if bool((task == task[0]).all()) else None
         network.train()
         starts = range(0, n, size)
         if self.verbose > 0:
@@ -362,9 +369,10 @@ class ContinualClassifier(ClassifierMixin, BaseEstimator):
         loss = None
         for start in starts:
             idx = order[start:start + size]
-            batch = self._training_batch(
-                Batch(X[idx], y[idx], None if weight is None else weight[idx], task[idx])
-            )
+            batch = self._training_batch(Batch(
+                X[idx], y[idx], None if weight is None else weight[idx],
+                task[idx] if single_task is None else single_task[:idx.shape[0]],
+            ))
             optimizer.zero_grad(set_to_none=True)
             loss = self._loss(network(batch.X, batch.task), batch)
             penalty = self._penalty()
@@ -435,7 +443,7 @@ class ContinualClassifier(ClassifierMixin, BaseEstimator):
         if reset:
             self._reset()
         X, y = validate_data(self, X, y, reset=reset, dtype=np.float32)
-        check_classification_targets(y)
+        check_labels(y)
         task_ids = check_task_ids(task_id, X.shape[0])
         weight = None
         if sample_weight is not None:
@@ -444,9 +452,15 @@ class ContinualClassifier(ClassifierMixin, BaseEstimator):
             weight = None if np.all(weight == 1) else weight
         if reset:
             self._build()
-        self._grow_classes(np.unique(y), classes)
-        self._register_tasks(y, task_ids)
-        units = self._encode(y, task_ids)
+        groups = [
+            (task, rows, *np.unique(y if rows is None else y[rows], return_inverse=True))
+            for task, rows in groups_in_order(task_ids)
+        ]
+        labels = groups[0][2] if len(groups) == 1 else np.unique(np.concatenate(
+            [g[2] for g in groups]))
+        self._grow_classes(labels, classes)
+        self._register_tasks(groups)
+        units = self._encode(groups, y.shape[0])
         device = self.device_
         return _Data(
             _as_tensor(X, device),
@@ -502,10 +516,10 @@ class ContinualClassifier(ClassifierMixin, BaseEstimator):
             )
         self.classes_ = np.unique(np.concatenate([known, labels]))
 
-    def _register_tasks(self, y: np.ndarray, task_ids: np.ndarray) -> None:
+    def _register_tasks(self, groups) -> None:
+        """Record each group's task and classes, and add output units for new pairs."""
         new_units: dict[int, list] = {}
-        for task, rows in groups_in_order(task_ids):
-            labels = np.unique(y if rows is None else y[rows])
+        for task, _, labels, _ in groups:
             if task not in self.task_classes_:
                 self.tasks_seen_.append(task)
                 self.task_classes_[task] = labels
@@ -534,13 +548,12 @@ class ContinualClassifier(ClassifierMixin, BaseEstimator):
             torch.from_numpy(np.argsort(unit_class)).to(self.device_) if one_to_one else None
         )
 
-    def _encode(self, y: np.ndarray, task_ids: np.ndarray) -> np.ndarray:
-        units = np.empty(y.shape[0], dtype=np.int64)
-        for task, rows in groups_in_order(task_ids):
+    def _encode(self, groups, n_samples: int) -> np.ndarray:
+        """Unit index of every sample, from each task group's unique labels and inverse."""
+        units = np.empty(n_samples, dtype=np.int64)
+        for task, rows, labels, inverse in groups:
             key = task if self._task_specific_units else -1
-            labels = y if rows is None else y[rows]
-            uniq, inverse = np.unique(labels, return_inverse=True)
-            mapped = np.array([self._units_[(key, label)] for label in uniq], dtype=np.int64)
+            mapped = np.array([self._units_[(key, label)] for label in labels], dtype=np.int64)
             if rows is None:
                 units[:] = mapped[inverse]
             else:

@@ -82,7 +82,7 @@ inline void gem_gram(const float* G, const float* g, int64_t t, int64_t P, doubl
 
     const int n_threads = num_threads();
     std::vector<double> partial(static_cast<size_t>(n_threads) * r * r, 0.0);
-#pragma omp parallel num_threads(n_threads)
+#pragma omp parallel num_threads(n_threads) if (r * r * P >= 2 * kParallelWork)
     {
         double* acc = partial.data() + static_cast<size_t>(thread_id()) * r * r;
 #pragma omp for schedule(static)
@@ -120,7 +120,7 @@ inline void gem_apply(const float* G, const float* g, const double* v, int64_t t
                       float* out) {
     std::vector<float> v32(v, v + t);
     const int64_t chunk = 1024;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((t + 1) * P >= kParallelWork)
     for (int64_t c0 = 0; c0 < P; c0 += chunk) {
         const int64_t c1 = std::min(P, c0 + chunk);
         std::copy(g + c0, g + c1, out + c0);

@@ -65,7 +65,8 @@ inline bool herding_select(const float* F, int64_t n, int64_t d, int64_t m, int6
     std::vector<double> mu(static_cast<size_t>(d), 0.0);
     const int64_t col_block = 64;
     const int64_t n_col_blocks = (d + col_block - 1) / col_block;
-#pragma omp parallel for schedule(static)
+    const bool parallel = n * d >= kParallelWork;
+#pragma omp parallel for schedule(static) if (parallel)
     for (int64_t cb = 0; cb < n_col_blocks; ++cb) {
         const int64_t c0 = cb * col_block, c1 = std::min(d, c0 + col_block);
         double sums[col_block] = {};
@@ -81,7 +82,7 @@ inline bool herding_select(const float* F, int64_t n, int64_t d, int64_t m, int6
     std::vector<double> norm2(n), norm(n), f_mu(n), s_f(n, 0.0), err(n, 0.0), score(n);
     std::vector<unsigned char> taken(n, 0);
     int finite = 1;
-#pragma omp parallel for schedule(static) reduction(&& : finite)
+#pragma omp parallel for schedule(static) reduction(&& : finite) if (parallel)
     for (int64_t i = 0; i < n; ++i) {
         const float* row = F + i * d;
         double nn = 0.0;
@@ -115,7 +116,7 @@ inline bool herding_select(const float* F, int64_t n, int64_t d, int64_t m, int6
     std::vector<double> S(static_cast<size_t>(d), 0.0);
     const float* f_j = nullptr;
     double norm_j = 0.0;
-#pragma omp parallel num_threads(n_threads)
+#pragma omp parallel num_threads(n_threads) if (parallel)
     {
         const int tid = thread_id();
         for (int64_t k = 1; k <= m; ++k) {

@@ -61,6 +61,11 @@ inline auto hsum(V v) {
 // Sum of the lanes of a float vector, accumulated in double.
 inline double hsum_double(vfloat v) { return hsum(to_double(v)); }
 
+// Work (element operations) below which a loop runs on one thread: forking a
+// team and meeting at barriers costs more than it saves there, and much more
+// when the cores are shared with other processes.
+inline constexpr int64_t kParallelWork = int64_t{1} << 17;
+
 inline int num_threads() {
 #ifdef _OPENMP
     return omp_get_max_threads();

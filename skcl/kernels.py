@@ -136,7 +136,8 @@ def _as_array(x: Any, name: str, ndim: int) -> np.ndarray:
         raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
     if arr.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got shape {arr.shape}")
-    return np.ascontiguousarray(arr, dtype=np.float32)
+    with np.errstate(over="ignore"):  # values beyond float32 become inf and are rejected
+        return np.ascontiguousarray(arr, dtype=np.float32)
 
 
 def _check_tensor(x: torch.Tensor, name: str, ndim: int) -> torch.Tensor:
@@ -235,8 +236,15 @@ def herding(features: np.ndarray | torch.Tensor, m: int) -> np.ndarray | torch.T
         _C_cuda.herding_workspace_bytes(n, d), dtype=torch.uint8, device=F.device
     )
     finite = _C_cuda.herding(
-        F.data_ptr(), n, d, m, out.data_ptr(), workspace.data_ptr(), workspace.numel(),
-        F.device.index, _stream(F.device),
+        F.data_ptr(),
+        n,
+        d,
+        m,
+        out.data_ptr(),
+        workspace.data_ptr(),
+        workspace.numel(),
+        F.device.index,
+        _stream(F.device),
     )
     if not finite:
         raise ValueError("features contain NaN or infinity")
@@ -255,6 +263,7 @@ def _gram(backend: str, G, g) -> np.ndarray:
             G.data_ptr(), g.data_ptr(), t, P, gram.data_ptr(), G.device.index, _stream(G.device)
         )
         gram = gram.cpu().numpy()
+        gram = np.triu(gram) + np.triu(gram, 1).T
     else:
         gram = _C.gem_gram(*(x.numpy() if backend == "torch" else x for x in (G, g)))
     if not np.isfinite(gram).all():
@@ -272,7 +281,13 @@ def _apply(backend: str, G, g, v: np.ndarray):
     v_dev = torch.from_numpy(np.ascontiguousarray(v)).to(g.device)
     t, P = G.shape
     _C_cuda.gem_apply(
-        G.data_ptr(), g.data_ptr(), v_dev.data_ptr(), t, P, out.data_ptr(), g.device.index,
+        G.data_ptr(),
+        g.data_ptr(),
+        v_dev.data_ptr(),
+        t,
+        P,
+        out.data_ptr(),
+        g.device.index,
         _stream(g.device),
     )
     return out
@@ -410,8 +425,15 @@ def _accumulate_outer(delta: torch.Tensor, a: torch.Tensor, out: torch.Tensor, m
     if out.device.type == "cuda":
         B, O = delta.shape
         _C_cuda.accumulate_outer(
-            delta.data_ptr(), a.data_ptr(), B, O, a.shape[1], out.data_ptr(), mode,
-            out.device.index, _stream(out.device),
+            delta.data_ptr(),
+            a.data_ptr(),
+            B,
+            O,
+            a.shape[1],
+            out.data_ptr(),
+            mode,
+            out.device.index,
+            _stream(out.device),
         )
     else:
         _C.accumulate_outer(delta.numpy(), a.numpy(), out.numpy(), mode)
@@ -421,7 +443,12 @@ def _accumulate_rows(X: torch.Tensor, out: torch.Tensor, mode: str):
     """out += sum over rows of op(X) on the tensors' device."""
     if out.device.type == "cuda":
         _C_cuda.accumulate_rows(
-            X.data_ptr(), X.shape[0], X.shape[1], out.data_ptr(), mode, out.device.index,
+            X.data_ptr(),
+            X.shape[0],
+            X.shape[1],
+            out.data_ptr(),
+            mode,
+            out.device.index,
             _stream(out.device),
         )
     else:
@@ -657,9 +684,7 @@ def fisher_diagonal(
     """
     if y is None:
         raise ValueError("fisher_diagonal needs the labels y")
-    return importance_diagonal(
-        model, X, _log_likelihood_loss, y, power=2, batch_size=batch_size
-    )
+    return importance_diagonal(model, X, _log_likelihood_loss, y, power=2, batch_size=batch_size)
 
 
 def mas_importance(

@@ -14,7 +14,7 @@ that overrides a few named hooks of the loop below; it never copies the loop::
           _after_backward()               gradient projection, masking
           optimizer.step()
           _after_step()                   path integrals, re-masking
-    predict(X, task_id)  ->  _predict_scores(X, task)
+    predict(X, task_id)  ->  _before_predict();  _predict_scores(X, task)
 
 The output layer grows when an unseen class arrives (class-incremental)
 unless ``classes`` fixed the class set on the first call. This departs from
@@ -37,13 +37,8 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from skcl._validation import (
-    check_labels,
-    check_task_ids,
-    groups_in_order,
-    is_numeric_labels,
-    resolve_device,
-)
+from skcl._units import OutputUnitsMixin
+from skcl._validation import check_labels, check_task_ids, groups_in_order, resolve_device
 from skcl.nn import SharedHead, make_mlp
 
 _PREDICT_CHUNK = 8192
@@ -62,7 +57,7 @@ class Batch(NamedTuple):
     task: torch.Tensor
 
 
-class ContinualClassifier(ClassifierMixin, BaseEstimator):
+class ContinualClassifier(OutputUnitsMixin, ClassifierMixin, BaseEstimator):
     """Neural classifier trained on a stream of tasks by mini-batch SGD.
 
     On its own it is plain fine-tuning; every continual-learning method of
@@ -335,6 +330,9 @@ class ContinualClassifier(ClassifierMixin, BaseEstimator):
     def _after_task(self, task: int) -> None:
         """End-of-task work: importances, exemplars, masks, pruning."""
 
+    def _before_predict(self) -> None:
+        """Work before every prediction, after its input checks (GDumb trains lazily here)."""
+
     def _predict_scores(self, X: torch.Tensor, task: torch.Tensor | None) -> torch.Tensor:
         """Scores of shape (n, n_classes), columns following ``classes_``."""
         return self._class_scores(self.network_(X, task))
@@ -459,7 +457,8 @@ class ContinualClassifier(ClassifierMixin, BaseEstimator):
         labels = groups[0][2] if len(groups) == 1 else np.unique(np.concatenate(
             [g[2] for g in groups]))
         self._grow_classes(labels, classes)
-        self._register_tasks(groups)
+        if self._register_tasks(groups) and self._optimizer_ is not None:
+            self._optimizer_ = self._make_optimizer(carry_from=self._optimizer_)
         units = self._encode(groups, y.shape[0])
         device = self.device_
         return _Data(
@@ -477,97 +476,6 @@ class ContinualClassifier(ClassifierMixin, BaseEstimator):
         """
         self._prepare(X, y, task_id, classes, None, reset=not self.__sklearn_is_fitted__())
         return self
-
-    def _grow_classes(self, labels: np.ndarray, classes) -> None:
-        if classes is not None:
-            classes = np.unique(np.asarray(classes))
-            known = getattr(self, "classes_", None)
-            if self._fixed_classes_ and not np.array_equal(classes, known):
-                raise ValueError(
-                    f"classes={classes.tolist()!r} is not the class set fixed on an earlier "
-                    f"call, {known.tolist()!r}"
-                )
-            if known is not None and np.setdiff1d(known, classes).size:
-                raise ValueError(
-                    f"classes={classes.tolist()!r} misses classes already seen: "
-                    f"{np.setdiff1d(known, classes).tolist()!r}"
-                )
-            self._fixed_classes_ = True
-            self._add_classes(classes)
-        if not self._fixed_classes_:
-            self._add_classes(labels)
-            return
-        self._add_classes(labels[:0])
-        unseen = np.setdiff1d(labels, self.classes_)
-        if unseen.size:
-            raise ValueError(
-                f"y contains classes outside the fixed class set `classes`: {unseen.tolist()!r}"
-            )
-
-    def _add_classes(self, labels: np.ndarray) -> None:
-        known = getattr(self, "classes_", None)
-        if known is None:
-            self.classes_ = labels
-            return
-        if is_numeric_labels(labels) != is_numeric_labels(known):
-            raise ValueError(
-                f"labels {labels.tolist()!r} mix numbers and strings with the classes seen "
-                f"so far {known.tolist()!r}"
-            )
-        self.classes_ = np.unique(np.concatenate([known, labels]))
-
-    def _register_tasks(self, groups) -> None:
-        """Record each group's task and classes, and add output units for new pairs."""
-        new_units: dict[int, list] = {}
-        for task, _, labels, _ in groups:
-            if task not in self.task_classes_:
-                self.tasks_seen_.append(task)
-                self.task_classes_[task] = labels
-            else:
-                self.task_classes_[task] = np.union1d(self.task_classes_[task], labels)
-            key = task if self._task_specific_units else -1
-            wanted = self.classes_ if self._fixed_classes_ and key == -1 else labels
-            for label in wanted:
-                if (key, label) not in self._units_ and label not in new_units.get(key, []):
-                    new_units.setdefault(key, []).append(label)
-        for key, labels in new_units.items():
-            for label in labels:
-                self._units_[(key, label)] = len(self._unit_labels_)
-                self._unit_labels_.append(label)
-            self.network_.add_units(task=key, n_new=len(labels), seed=self._next_seed())
-        if new_units:
-            self._refresh_unit_maps()
-            if self._optimizer_ is not None:
-                self._optimizer_ = self._make_optimizer(carry_from=self._optimizer_)
-
-    def _refresh_unit_maps(self) -> None:
-        unit_class = np.searchsorted(self.classes_, np.asarray(self._unit_labels_))
-        self._unit_class_ = torch.from_numpy(unit_class).to(self.device_)
-        one_to_one = len(unit_class) == len(self.classes_)
-        self._class_unit_ = (
-            torch.from_numpy(np.argsort(unit_class)).to(self.device_) if one_to_one else None
-        )
-
-    def _encode(self, groups, n_samples: int) -> np.ndarray:
-        """Unit index of every sample, from each task group's unique labels and inverse."""
-        units = np.empty(n_samples, dtype=np.int64)
-        for task, rows, labels, inverse in groups:
-            key = task if self._task_specific_units else -1
-            mapped = np.array([self._units_[(key, label)] for label in labels], dtype=np.int64)
-            if rows is None:
-                units[:] = mapped[inverse]
-            else:
-                units[rows] = mapped[inverse]
-        return units
-
-    def _class_scores(self, unit_scores: torch.Tensor) -> torch.Tensor:
-        """Unit scores to class scores: a class scores the max of its units."""
-        if self._class_unit_ is not None:
-            return unit_scores.index_select(1, self._class_unit_)
-        n = unit_scores.shape[0]
-        out = unit_scores.new_full((n, len(self.classes_)), float("-inf"))
-        index = self._unit_class_.unsqueeze(0).expand(n, -1)
-        return out.scatter_reduce(1, index, unit_scores, reduce="amax")
 
     def _make_optimizer(self, carry_from: torch.optim.Optimizer | None = None):
         params = [p for p in self._trainable_parameters() if p.requires_grad]
@@ -600,6 +508,7 @@ class ContinualClassifier(ClassifierMixin, BaseEstimator):
                 raise ValueError(
                     f"task_id {unknown.tolist()} was never seen; tasks seen: {self.tasks_seen_}"
                 )
+        self._before_predict()
         X_t = _as_tensor(X, self.device_)
         tasks_t = None if task_ids is None else torch.from_numpy(task_ids).to(self.device_)
         self.network_.eval()

@@ -58,7 +58,8 @@ def test_joint_stores_each_call_once_and_retrains_from_scratch(stream):
     after_first = [p.detach().clone() for p in clf.network_.parameters()]
     clf.partial_fit(exp.X_train, exp.y_train, task_id=0)
     assert len(clf.memory_) == len(exp.y_train)
-    assert all(torch.equal(a, b) for a, b in zip(after_first, clf.network_.parameters()))
+    params = list(clf.network_.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(after_first, params, strict=True))
     clf.partial_fit(stream[1].X_train, stream[1].y_train, task_id=1)
     assert len(clf.memory_) == len(exp.y_train) + len(stream[1].y_train)
 

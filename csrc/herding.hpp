@@ -65,7 +65,7 @@ inline bool herding_select(const float* F, int64_t n, int64_t d, int64_t m, int6
     std::vector<double> mu(static_cast<size_t>(d), 0.0);
     const int64_t col_block = 64;
     const int64_t n_col_blocks = (d + col_block - 1) / col_block;
-    const bool parallel = n * d >= kParallelWork;
+    const bool parallel = n * d >= kParallelWork && num_threads() > 1;
 #pragma omp parallel for schedule(static) if (parallel)
     for (int64_t cb = 0; cb < n_col_blocks; ++cb) {
         const int64_t c0 = cb * col_block, c1 = std::min(d, c0 + col_block);
@@ -107,32 +107,38 @@ inline bool herding_select(const float* F, int64_t n, int64_t d, int64_t m, int6
                1e-12 * (norm2[i] + two_k * std::abs(f_mu[i]) + 2.0 * std::abs(s_f[i]));
     };
 
-    // Rows are updated in blocks of kRows, picked rows included (their values are unused).
+    // Picks. Each thread owns a fixed range of row blocks (rows in blocks of
+    // kRows, picked rows included, their values unused) and its own copy of S,
+    // so a pick needs one barrier: every thread scores its rows, re-scores in
+    // float64 those whose interval reaches its own smallest upper bound (a
+    // superset of the rows that can reach the global one), publishes its best
+    // in the slot of the pick's parity, and after the barrier all threads
+    // reduce the slots alike.
     constexpr int64_t kRows = 4;
     const int64_t n_row_blocks = (n + kRows - 1) / kRows;
-    const int n_threads = num_threads();
-    std::vector<double> thread_high(n_threads, inf), thread_best(n_threads, inf);
-    std::vector<int64_t> thread_arg(n_threads, -1);
-    std::vector<double> S(static_cast<size_t>(d), 0.0);
-    const float* f_j = nullptr;
-    double norm_j = 0.0;
+    const int n_threads = parallel ? num_threads() : 1;
+    std::vector<double> slot_score(2 * static_cast<size_t>(n_threads), inf);
+    std::vector<int64_t> slot_index(2 * static_cast<size_t>(n_threads), -1);
 #pragma omp parallel num_threads(n_threads) if (parallel)
     {
-        const int tid = thread_id();
+        const int team = team_size(), tid = thread_id();
+        const int64_t b0 = n_row_blocks * tid / team, b1 = n_row_blocks * (tid + 1) / team;
+        const int64_t lo = std::min(n, b0 * kRows), hi = std::min(n, b1 * kRows);
+        std::vector<double> S(static_cast<size_t>(d), 0.0);
+        const float* f_j = nullptr;
+        double norm_j = 0.0;
         for (int64_t k = 1; k <= m; ++k) {
             const double two_k = 2.0 * static_cast<double>(k);
-            // Pass 1: update the float32 running products, score every row, and
-            // find the smallest upper bound of a score.
             double high = inf;
-#pragma omp for schedule(static)
-            for (int64_t b = 0; b < n_row_blocks; ++b) {
+            for (int64_t b = b0; b < b1; ++b) {
                 const int64_t i0 = b * kRows, i1 = std::min(n, i0 + kRows);
                 if (f_j != nullptr) {
                     double dots[kRows];
                     if (i1 - i0 == kRows) {
                         dot_rows<kRows>(F + i0 * d, d, f_j, dots);
                     } else {
-                        for (int64_t i = i0; i < i1; ++i) dot_rows<1>(F + i * d, d, f_j, dots + (i - i0));
+                        for (int64_t i = i0; i < i1; ++i)
+                            dot_rows<1>(F + i * d, d, f_j, dots + (i - i0));
                     }
                     for (int64_t i = i0; i < i1; ++i) {
                         s_f[i] += dots[i - i0];
@@ -145,17 +151,10 @@ inline bool herding_select(const float* F, int64_t n, int64_t d, int64_t m, int6
                     high = std::min(high, score[i] + slack(i, two_k));
                 }
             }
-            thread_high[tid] = high;
-#pragma omp barrier
-            double bound = inf;
-            for (int th = 0; th < n_threads; ++th) bound = std::min(bound, thread_high[th]);
-            // Pass 2: re-score in float64 every row whose interval reaches the bound.
             double best = inf;
             int64_t arg = -1;
-#pragma omp for schedule(static)
-            for (int64_t i = 0; i < n; ++i) {
-                if (taken[i]) continue;
-                if (score[i] - slack(i, two_k) > bound) continue;
+            for (int64_t i = lo; i < hi; ++i) {
+                if (taken[i] || score[i] - slack(i, two_k) > high) continue;
                 s_f[i] = dot_f32_f64(F + i * d, S.data(), d);
                 err[i] = 0.0;
                 const double exact = norm2[i] - two_k * f_mu[i] + 2.0 * s_f[i];
@@ -164,28 +163,25 @@ inline bool herding_select(const float* F, int64_t n, int64_t d, int64_t m, int6
                     arg = i;
                 }
             }
-            thread_best[tid] = best;
-            thread_arg[tid] = arg;
+            const size_t slot = static_cast<size_t>(k & 1) * n_threads;
+            slot_score[slot + tid] = best;
+            slot_index[slot + tid] = arg;
 #pragma omp barrier
-#pragma omp single
-            {
-                double s = inf;
-                int64_t j = -1;
-                for (int th = 0; th < n_threads; ++th) {
-                    const int64_t i = thread_arg[th];
-                    if (i < 0) continue;
-                    if (j < 0 || thread_best[th] < s || (thread_best[th] == s && i < j)) {
-                        s = thread_best[th];
-                        j = i;
-                    }
+            double s = inf;
+            int64_t j = -1;
+            for (int th = 0; th < team; ++th) {
+                const int64_t i = slot_index[slot + th];
+                if (i < 0) continue;
+                if (j < 0 || slot_score[slot + th] < s || (slot_score[slot + th] == s && i < j)) {
+                    s = slot_score[slot + th];
+                    j = i;
                 }
-                out[k - 1] = j;
-                taken[j] = 1;
-                f_j = F + j * d;
-                norm_j = norm[j];
-                for (int64_t c = 0; c < d; ++c) S[c] += f_j[c];
-                for (int th = 0; th < n_threads; ++th) thread_arg[th] = -1;
             }
+            if (tid == 0) out[k - 1] = j;
+            if (lo <= j && j < hi) taken[j] = 1;
+            f_j = F + j * d;
+            norm_j = norm[j];
+            for (int64_t c = 0; c < d; ++c) S[c] += f_j[c];
         }
     }
     return true;

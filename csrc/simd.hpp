@@ -64,11 +64,20 @@ inline double hsum_double(vfloat v) { return hsum(to_double(v)); }
 // Work (element operations) below which a loop runs on one thread: forking a
 // team and meeting at barriers costs more than it saves there, and much more
 // when the cores are shared with other processes.
-inline constexpr int64_t kParallelWork = int64_t{1} << 17;
+inline constexpr int64_t kParallelWork = int64_t{1} << 20;
 
 inline int num_threads() {
 #ifdef _OPENMP
     return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+// Threads in the current team (1 outside a parallel region).
+inline int team_size() {
+#ifdef _OPENMP
+    return omp_get_num_threads();
 #else
     return 1;
 #endif

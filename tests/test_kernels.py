@@ -293,7 +293,9 @@ def test_gem_hypothesis(t, P, seed, poison, dtype):
     if np.linalg.cond(Q) < 1e3:
         v_ref, g_ref = gem_reference(Gd, gd)
         assert_close_rel(v, v_ref, 1e-5)
-        assert_close_rel(got, g_ref, 1e-5)
+        # g' = G^T v + g may cancel: compare with the size of its terms.
+        terms = np.abs(gd) + np.abs(Gd).T @ np.abs(v)
+        assert (np.abs(got - g_ref) <= 1e-5 * terms.max(initial=0.0)).all()
 
 
 def test_agem_projection_and_passthrough():

@@ -32,6 +32,7 @@ import os
 import platform
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -120,8 +121,15 @@ def bench_gem(device, ts, Ps, repeats, log) -> list[dict]:
             res = time_round_robin(methods, repeats, device)
             ours = kernels.gem_project(G, g).cpu().double()
             err = float((ours - gem_paper(G, g).cpu().double()).norm() / ours.norm())
-            rows.append({"t": t, "P": P, "methods": res, "rel_diff_vs_paper": err,
-                         "backend": kernels.last_backend()})
+            rows.append(
+                {
+                    "t": t,
+                    "P": P,
+                    "methods": res,
+                    "rel_diff_vs_paper": err,
+                    "backend": kernels.last_backend(),
+                }
+            )
             log(f"gem t={t:<3d} P={P:.0e}: " + _summary(res, ("paper", "torch")))
             del G, g
     return rows
@@ -172,32 +180,40 @@ def bench_herding(device, ns, ds, ms, repeats, budget_s, log) -> list[dict]:
                 if m > n:
                     continue
                 row = {"n": n, "d": d, "m": m}
-                floor = lambda Ft=Ft, m=m: [torch.mv(Ft, Ft[j % n]) for j in range(m)]  # noqa: E731
-                per_pick = _per_pick_seconds(lambda k: floor(m=k), m)
+                per_pick = _per_pick_seconds(partial(herding_floor, Ft), m)
                 if per_pick * m * 3 * (repeats + 1) > budget_s:
                     row["skipped"] = f"over the {budget_s:.0f} s budget of a grid point"
                     rows.append(row)
                     log(f"herding n={n} d={d} m={m}: skipped ({row['skipped']})")
                     continue
                 methods = {
-                    "skcl": lambda Ft=Ft, m=m: kernels.herding(Ft, m),
-                    "incremental": lambda m=m: herding_incremental(F_np, m),
-                    "floor": floor,
+                    "skcl": partial(kernels.herding, Ft, m),
+                    "incremental": partial(herding_incremental, F_np, m),
+                    "floor": partial(herding_floor, Ft, m),
                 }
-                paper_s = _per_pick_seconds(lambda k: herding_paper_loop(F_np, k), m) * m
+                paper_s = _per_pick_seconds(partial(herding_paper_loop, F_np), m) * m
                 if paper_s * (repeats + 1) <= 20.0:
-                    methods["paper"] = lambda m=m: herding_paper_loop(F_np, m)
+                    methods["paper"] = partial(herding_paper_loop, F_np, m)
                 else:
                     row["paper_skipped"] = f"paper loop estimated at {paper_s:.0f} s per run"
                 row["methods"] = time_round_robin(methods, repeats, device)
+                ours = kernels.herding(Ft, m).cpu().numpy()
                 row["agrees_with_incremental"] = bool(
-                    np.array_equal(kernels.herding(Ft, m).cpu().numpy(), herding_incremental(F_np, m))
+                    np.array_equal(ours, herding_incremental(F_np, m))
                 )
                 row["backend"] = kernels.last_backend()
                 rows.append(row)
-                log(f"herding n={n:<5d} d={d:<4d} m={m:<4d}: "
-                    + _summary(row["methods"], ("paper", "incremental")))
+                log(
+                    f"herding n={n:<5d} d={d:<4d} m={m:<4d}: "
+                    + _summary(row["methods"], ("paper", "incremental"))
+                )
     return rows
+
+
+def herding_floor(Ft: torch.Tensor, m: int) -> None:
+    """One product F f per pick, nothing else."""
+    for j in range(m):
+        torch.mv(Ft, Ft[j % Ft.shape[0]])
 
 
 def _per_pick_seconds(run: Callable[[int], object], m: int) -> float:
@@ -247,17 +263,17 @@ def fisher_hook_matmul(model, X, y, batch=256) -> dict:
     """Output-gradient hooks, then torch matmuls on squared copies (no compiled kernel)."""
     layers = [m for m in model.modules() if isinstance(m, nn.Linear)]
     acc = {m: (torch.zeros_like(m.weight), torch.zeros_like(m.bias)) for m in layers}
+    seen = []
+    handles = [m.register_forward_hook(lambda m, i, o: seen.append((m, i[0], o))) for m in layers]
     for s in range(0, X.shape[0], batch):
-        seen = []
-        handles = [m.register_forward_hook(lambda m, i, o: seen.append((m, i[0], o)))
-                   for m in layers]
+        seen.clear()
         loss = F.cross_entropy(model(X[s : s + batch]), y[s : s + batch], reduction="sum")
-        for h in handles:
-            h.remove()
         deltas = torch.autograd.grad(loss, [o for _, _, o in seen])
         for (m, a, _), delta in zip(seen, deltas, strict=True):
             acc[m][0].addmm_(delta.square().t(), a.detach().square())
             acc[m][1].add_(delta.square().sum(0))
+    for h in handles:
+        h.remove()
     return acc
 
 
@@ -285,8 +301,9 @@ def bench_fisher(device, Ns, repeats, log) -> list[dict]:
         ours = kernels.fisher_diagonal(model, X, y)
         ref = fisher_vmap(model, X, y)
         err = max(float((ours[n] - ref[n]).abs().max() / ref[n].abs().max()) for n in ref)
-        rows.append({"N": N, "methods": res, "max_rel_diff_vs_vmap": err,
-                     "backend": kernels.last_backend()})
+        rows.append(
+            {"N": N, "methods": res, "max_rel_diff_vs_vmap": err, "backend": kernels.last_backend()}
+        )
         log(f"fisher N={N}: " + _summary(res, ("per_sample_loop", "vmap", "hook_torch_matmul")))
     return rows
 
@@ -316,8 +333,14 @@ def _ratio(res: dict, name: str, inverse=False) -> str:
 
 
 def _table(rows, keys, refs, fmt_key) -> list[str]:
-    head = [*keys, "skcl ms", *(f"{r} ms" for r in refs), "floor ms",
-            *(f"{r}/skcl" for r in refs), "skcl/floor"]
+    head = [
+        *keys,
+        "skcl ms",
+        *(f"{r} ms" for r in refs),
+        "floor ms",
+        *(f"{r}/skcl" for r in refs),
+        "skcl/floor",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         cells = [fmt_key(k, row[k]) for k in keys]
@@ -352,10 +375,18 @@ def goal_lines(report: dict) -> list[str]:
         ]
     else:
         big = report.get("herding") and next(
-            (x["methods"] for x in report["herding"]
-             if x.get("n") == 50000 and x.get("d") == 2048 and "methods" in x), None)
-        checks = [("gem", r, [("floor", 1.5, "<=")]), ("herding", big, [("floor", 1.5, "<=")]),
-                  ("fisher", f, [("floor", 1.5, "<=")])]
+            (
+                x["methods"]
+                for x in report["herding"]
+                if x.get("n") == 50000 and x.get("d") == 2048 and "methods" in x
+            ),
+            None,
+        )
+        checks = [
+            ("gem", r, [("floor", 1.5, "<=")]),
+            ("herding", big, [("floor", 1.5, "<=")]),
+            ("fisher", f, [("floor", 1.5, "<=")]),
+        ]
     for kernel, res, tests in checks:
         verdicts = []
         for name, bound, kind in tests:
@@ -364,10 +395,12 @@ def goal_lines(report: dict) -> list[str]:
                 continue
             if kind == ">=":
                 value = res[name]["median_s"] / res["skcl"]["median_s"]
-                verdicts.append(f"{value:.1f}x faster than {name} ({'met' if value >= bound else 'NOT met'})")
+                met = "met" if value >= bound else "NOT met"
+                verdicts.append(f"{value:.1f}x faster than {name} ({met})")
             else:
                 value = res["skcl"]["median_s"] / res[name]["median_s"]
-                verdicts.append(f"{value:.2f}x the {name} ({'met' if value <= bound else 'NOT met'})")
+                met = "met" if value <= bound else "NOT met"
+                verdicts.append(f"{value:.2f}x the {name} ({met})")
         lines.append(f"- **{kernel}** ({GOALS[dev][kernel]}): " + "; ".join(verdicts))
     return lines
 
@@ -375,7 +408,8 @@ def goal_lines(report: dict) -> list[str]:
 def write_markdown(report: dict, path: Path) -> None:
     env = report["environment"]
     lines = [
-        f"# skcl kernel benchmarks ({report['device']})", "",
+        f"# skcl kernel benchmarks ({report['device']})",
+        "",
         f"{env['cpu']}, {env['threads']} threads, torch {env['torch']}, "
         f"{env['gpu'] or 'no GPU'}; load average {env['load_before']} before, "
         f"{env['load_after']} after. Median of {report['repeats']} round-robin repeats"
@@ -388,13 +422,23 @@ def write_markdown(report: dict, path: Path) -> None:
     lines += goal_lines(report) + [""]
     fmt = lambda k, v: f"{v:.0e}" if k == "P" else str(v)  # noqa: E731
     if report.get("gem"):
-        lines += ["## GEM projection", "", "Floor: two torch mv's over G. Paper: float64 numpy "
-                  "+ quadprog. torch: mm Gram + quadprog + addmv.", ""]
+        lines += [
+            "## GEM projection",
+            "",
+            "Floor: two torch mv's over G. Paper: float64 numpy "
+            "+ quadprog. torch: mm Gram + quadprog + addmv.",
+            "",
+        ]
         lines += _table(report["gem"], ["t", "P"], ["paper", "torch"], fmt) + [""]
     if report.get("herding"):
-        lines += ["## Herding", "", "Floor: m torch mv's F f. Paper: the rule evaluated "
-                  "literally each pick (skipped where a run would exceed ~20 s: `-`). "
-                  "incremental: numpy with running F mu and F S.", ""]
+        lines += [
+            "## Herding",
+            "",
+            "Floor: m torch mv's F f. Paper: the rule evaluated "
+            "literally each pick (skipped where a run would exceed ~20 s: `-`). "
+            "incremental: numpy with running F mu and F S.",
+            "",
+        ]
         lines += _table(report["herding"], ["n", "d", "m"], ["paper", "incremental"], fmt) + [""]
         skipped = [r for r in report["herding"] if "paper_skipped" in r]
         for r in skipped:
@@ -402,10 +446,15 @@ def write_markdown(report: dict, path: Path) -> None:
         if skipped:
             lines.append("")
     if report.get("fisher"):
-        lines += ["## Fisher diagonal (MLP 784-256-256-10, batches of 256)", "",
-                  "Floor: one forward + backward over the same batches.", ""]
-        lines += _table(report["fisher"], ["N"],
-                        ["per_sample_loop", "vmap", "hook_torch_matmul"], fmt) + [""]
+        lines += [
+            "## Fisher diagonal (MLP 784-256-256-10, batches of 256)",
+            "",
+            "Floor: one forward + backward over the same batches.",
+            "",
+        ]
+        lines += _table(
+            report["fisher"], ["N"], ["per_sample_loop", "vmap", "hook_torch_matmul"], fmt
+        ) + [""]
     lines += report.get("notes", [])
     path.write_text("\n".join(lines) + "\n")
 
@@ -416,8 +465,12 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--only", default="gem,herding,fisher")
-    parser.add_argument("--budget", type=float, default=40.0,
-                        help="seconds one herding grid point may take; larger points are skipped")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=40.0,
+        help="seconds one herding grid point may take; larger points are skipped",
+    )
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.device == "auto":
@@ -437,25 +490,37 @@ def main(argv=None) -> None:
         "load_before": [round(x, 2) for x in os.getloadavg()],
         "backend_info": kernels.backend_info(),
     }
-    report = {"device": device.type, "quick": args.quick, "repeats": args.repeats,
-              "environment": env, "notes": []}
+    report = {
+        "device": device.type,
+        "quick": args.quick,
+        "repeats": args.repeats,
+        "environment": env,
+        "notes": [],
+    }
     start = time.perf_counter()
     if "gem" in only:
-        ts, Ps = ([1, 20], [10**5, 10**6]) if args.quick else ([1, 5, 20, 50], [10**5, 10**6, 10**7])
+        ts, Ps = [1, 5, 20, 50], [10**5, 10**6, 10**7]
+        if args.quick:
+            ts, Ps = [1, 20], [10**5, 10**6]
         report["gem"] = bench_gem(device, ts, Ps, args.repeats, log)
     if "herding" in only:
-        grid = (([500, 5000], [64, 512], [20, 200]) if args.quick
-                else ([500, 5000, 50000], [64, 512, 2048], [20, 200, 2000]))
+        grid = (
+            ([500, 5000], [64, 512], [20, 200])
+            if args.quick
+            else ([500, 5000, 50000], [64, 512, 2048], [20, 200, 2000])
+        )
         report["herding"] = bench_herding(device, *grid, args.repeats, args.budget, log)
         trimmed = [r for r in report["herding"] if "skipped" in r]
         if trimmed:
             report["notes"].append(
                 f"Trimmed: {len(trimmed)} herding grid point(s) whose floor alone would take more "
                 f"than the {args.budget:.0f} s per-point budget (see the table) to keep the full "
-                "run under ~8 minutes.")
+                "run under ~8 minutes."
+            )
     if "fisher" in only:
-        report["fisher"] = bench_fisher(device, [1000] if args.quick else [1000, 10000],
-                                        args.repeats, log)
+        report["fisher"] = bench_fisher(
+            device, [1000] if args.quick else [1000, 10000], args.repeats, log
+        )
     env["load_after"] = [round(x, 2) for x in os.getloadavg()]
     env["total_s"] = round(time.perf_counter() - start, 1)
     args.out_dir.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,7 @@ lint: $(STAMP)
 	$(PY) -m ruff check skcl tests benchmarks setup.py
 
 test: lint
-	$(PY) -m pytest tests
+	$(PY) -m pytest
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_overhead.py

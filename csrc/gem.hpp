@@ -33,8 +33,14 @@ void gram_tile(const float* const* x, const float* const* y, int64_t c0, int64_t
     vfloat s[A][B] = {};
     for (int64_t c = c0; c < c1; c += kVF) {
         vfloat xv[A], yv[B];
-        for (int a = 0; a < A; ++a) xv[a] = vload(x[a] + c);
-        for (int b = 0; b < B; ++b) yv[b] = vload(y[b] + c);
+        for (int a = 0; a < A; ++a) {
+            xv[a] = vload(x[a] + c);
+            pin_register(xv[a]);
+        }
+        for (int b = 0; b < B; ++b) {
+            yv[b] = vload(y[b] + c);
+            pin_register(yv[b]);
+        }
         for (int a = 0; a < A; ++a)
             for (int b = 0; b < B; ++b) s[a][b] += xv[a] * yv[b];
     }
@@ -42,24 +48,47 @@ void gram_tile(const float* const* x, const float* const* y, int64_t c0, int64_t
         for (int b = 0; b < B; ++b) acc[a * ld + b] += hsum_double(s[a][b]);
 }
 
+// The upper triangle (a <= b) of a diagonal tile: x's rows with themselves.
 template <int A>
-void gram_tile_rows(int b_rows, const float* const* x, const float* const* y, int64_t c0,
-                    int64_t c1, double* acc, int64_t ld) {
-    switch (b_rows) {
-        case 1: gram_tile<A, 1>(x, y, c0, c1, acc, ld); break;
-        case 2: gram_tile<A, 2>(x, y, c0, c1, acc, ld); break;
-        case 3: gram_tile<A, 3>(x, y, c0, c1, acc, ld); break;
-        default: gram_tile<A, 4>(x, y, c0, c1, acc, ld); break;
+void gram_diag(const float* const* x, int64_t c0, int64_t c1, int64_t ahead, double* acc,
+               int64_t ld) {
+    vfloat s[A][A] = {};
+    for (int64_t c = c0; c < c1; c += kVF) {
+        if (c - c0 < ahead) {
+            for (int a = 0; a < A; ++a) __builtin_prefetch(x[a] + c + (c1 - c0), 0, 2);
+        }
+        vfloat xv[A];
+        for (int a = 0; a < A; ++a) {
+            xv[a] = vload(x[a] + c);
+            pin_register(xv[a]);
+        }
+        for (int a = 0; a < A; ++a)
+            for (int b = a; b < A; ++b) s[a][b] += xv[a] * xv[b];
+    }
+    for (int a = 0; a < A; ++a)
+        for (int b = a; b < A; ++b) acc[a * ld + b] += hsum_double(s[a][b]);
+}
+
+// A diagonal tile also prefetches its rows' next `ahead` columns, so every row
+// of the next chunk is on its way to cache while this chunk is computed.
+inline void gram_diag_any(int rows, const float* const* x, int64_t c0, int64_t c1, int64_t ahead,
+                          double* acc, int64_t ld) {
+    switch (rows) {
+        case 1: gram_diag<1>(x, c0, c1, ahead, acc, ld); break;
+        case 2: gram_diag<2>(x, c0, c1, ahead, acc, ld); break;
+        case 3: gram_diag<3>(x, c0, c1, ahead, acc, ld); break;
+        default: gram_diag<4>(x, c0, c1, ahead, acc, ld); break;
     }
 }
 
-inline void gram_tile_any(int a_rows, int b_rows, const float* const* x, const float* const* y,
-                          int64_t c0, int64_t c1, double* acc, int64_t ld) {
-    switch (a_rows) {
-        case 1: gram_tile_rows<1>(b_rows, x, y, c0, c1, acc, ld); break;
-        case 2: gram_tile_rows<2>(b_rows, x, y, c0, c1, acc, ld); break;
-        case 3: gram_tile_rows<3>(b_rows, x, y, c0, c1, acc, ld); break;
-        default: gram_tile_rows<4>(b_rows, x, y, c0, c1, acc, ld); break;
+// Off-diagonal tiles: the first row block is always full.
+inline void gram_tile_any(int b_rows, const float* const* x, const float* const* y, int64_t c0,
+                          int64_t c1, double* acc, int64_t ld) {
+    switch (b_rows) {
+        case 1: gram_tile<4, 1>(x, y, c0, c1, acc, ld); break;
+        case 2: gram_tile<4, 2>(x, y, c0, c1, acc, ld); break;
+        case 3: gram_tile<4, 3>(x, y, c0, c1, acc, ld); break;
+        default: gram_tile<4, 4>(x, y, c0, c1, acc, ld); break;
     }
 }
 
@@ -76,25 +105,30 @@ inline void gem_gram(const float* G, const float* g, int64_t t, int64_t P, doubl
     rows[t] = g;
     const int64_t n_blocks = (r + kRowBlock - 1) / kRowBlock;
     // Columns per chunk: the chunk of all r rows stays in L2 while every tile reads it.
-    int64_t chunk = (256 * 1024) / (4 * r);
-    chunk = std::max<int64_t>(8 * kVF, std::min<int64_t>(4096, chunk)) / kVF * kVF;
+    int64_t chunk = (512 * 1024) / (4 * r);
+    chunk = std::max<int64_t>(8 * kVF, std::min<int64_t>(8192, chunk)) / kVF * kVF;
     const int64_t P_vec = P / kVF * kVF;
 
+    const int64_t n_chunks = (P_vec + chunk - 1) / chunk;
     const int n_threads = num_threads();
     std::vector<double> partial(static_cast<size_t>(n_threads) * r * r, 0.0);
 #pragma omp parallel num_threads(n_threads) if (r * r * P >= 2 * kParallelWork)
     {
-        double* acc = partial.data() + static_cast<size_t>(thread_id()) * r * r;
-#pragma omp for schedule(static)
-        for (int64_t c0 = 0; c0 < P_vec; c0 += chunk) {
-            const int64_t c1 = std::min(P_vec, c0 + chunk);
+        const int team = team_size(), tid = thread_id();
+        double* acc = partial.data() + static_cast<size_t>(tid) * r * r;
+        const int64_t k1 = n_chunks * (tid + 1) / team;
+        for (int64_t k = n_chunks * tid / team; k < k1; ++k) {
+            const int64_t c0 = k * chunk, c1 = std::min(P_vec, c0 + chunk);
+            // Columns of this thread's next chunk, prefetched while this one is computed.
+            const int64_t ahead = k + 1 < k1 ? std::min(chunk, P_vec - c1) : 0;
             for (int64_t bi = 0; bi < n_blocks; ++bi) {
                 const int64_t i0 = bi * kRowBlock;
                 const int a_rows = static_cast<int>(std::min<int64_t>(kRowBlock, r - i0));
-                for (int64_t bj = bi; bj < n_blocks; ++bj) {
+                gram_diag_any(a_rows, rows.data() + i0, c0, c1, ahead, acc + i0 * r + i0, r);
+                for (int64_t bj = bi + 1; bj < n_blocks; ++bj) {
                     const int64_t j0 = bj * kRowBlock;
                     const int b_rows = static_cast<int>(std::min<int64_t>(kRowBlock, r - j0));
-                    gram_tile_any(a_rows, b_rows, rows.data() + i0, rows.data() + j0, c0, c1,
+                    gram_tile_any(b_rows, rows.data() + i0, rows.data() + j0, c0, c1,
                                   acc + i0 * r + j0, r);
                 }
             }
@@ -115,20 +149,37 @@ inline void gem_gram(const float* G, const float* g, int64_t t, int64_t P, doubl
     }
 }
 
-// out = g + G^T v, one pass over G.
+// out = g + G^T v, one pass over G: a chunk of out stays in L1 while G's rows
+// are added into it four at a time.
 inline void gem_apply(const float* G, const float* g, const double* v, int64_t t, int64_t P,
                       float* out) {
+    constexpr int64_t chunk = 2048;
     std::vector<float> v32(v, v + t);
-    const int64_t chunk = 1024;
+    const int64_t P_vec = P / kVF * kVF;
 #pragma omp parallel for schedule(static) if ((t + 1) * P >= kParallelWork)
-    for (int64_t c0 = 0; c0 < P; c0 += chunk) {
-        const int64_t c1 = std::min(P, c0 + chunk);
+    for (int64_t c0 = 0; c0 < P_vec; c0 += chunk) {
+        const int64_t c1 = std::min(P_vec, c0 + chunk);
         std::copy(g + c0, g + c1, out + c0);
-        for (int64_t k = 0; k < t; ++k) {
-            const float vk = v32[k];
-            const float* row = G + k * P;
-            for (int64_t c = c0; c < c1; ++c) out[c] += vk * row[c];
+        int64_t k = 0;
+        for (; k + 4 <= t; k += 4) {
+            const float* r0 = G + k * P;
+            const vfloat v0 = vbroadcast(v32[k]), v1 = vbroadcast(v32[k + 1]);
+            const vfloat v2 = vbroadcast(v32[k + 2]), v3 = vbroadcast(v32[k + 3]);
+            for (int64_t c = c0; c < c1; c += kVF) {
+                vstore(out + c, vload(out + c) + v0 * vload(r0 + c) + v1 * vload(r0 + P + c) +
+                                    v2 * vload(r0 + 2 * P + c) + v3 * vload(r0 + 3 * P + c));
+            }
         }
+        for (; k < t; ++k) {
+            const float* r0 = G + k * P;
+            const vfloat v0 = vbroadcast(v32[k]);
+            for (int64_t c = c0; c < c1; c += kVF) vstore(out + c, vload(out + c) + v0 * vload(r0 + c));
+        }
+    }
+    for (int64_t c = P_vec; c < P; ++c) {
+        float s = g[c];
+        for (int64_t k = 0; k < t; ++k) s += v32[k] * G[k * P + c];
+        out[c] = s;
     }
 }
 

@@ -43,6 +43,14 @@ inline void vstore(float* p, vfloat v) { std::memcpy(p, &v, sizeof(v)); }
 
 inline vfloat vbroadcast(float s) { return vfloat{} + s; }
 
+// Keeps v in a register: stops the compiler from folding its load into every
+// instruction that uses it, which would turn one load into many.
+inline void pin_register(vfloat& v) {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    __asm__("" : "+v"(v));
+#endif
+}
+
 inline vdouble_wide to_double(vfloat v) { return __builtin_convertvector(v, vdouble_wide); }
 
 // Sum of the lanes of a vector, as a balanced tree (kVF is a power of two),

@@ -10,7 +10,7 @@ TORCH_INDEX ?=
 STAMP := $(VENV)/.skcl-installed
 SOURCES := setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*.hpp csrc/cuda/*.cu csrc/cuda/*.cuh csrc/cuda/*.cpp)
 
-.PHONY: install demo test lint bench bench-kernels clean
+.PHONY: install demo test lint bench bench-overhead bench-kernels clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,17 @@ lint: $(STAMP)
 test: lint
 	$(PY) -m pytest
 
+# The committed benchmark report: every estimator on main (and sklearn's SGD and MLP)
+# over split-digits and permuted-digits, 3 seeds, PROTOCOL.md settings with the
+# per-family ones of benchmarks/bench_methods.py. BENCH_ARGS= (empty) resumes an
+# interrupted run instead of starting over.
+BENCH_ARGS ?= --restart
 bench: $(STAMP)
+	$(VENV)/bin/skcl bench --estimators all --streams split-digits,permuted-digits \
+		--scenarios class,task --seeds 0,1,2 --epochs 5 \
+		--settings benchmarks/bench_methods.py --out benchmarks/results $(BENCH_ARGS)
+
+bench-overhead: $(STAMP)
 	$(PY) benchmarks/bench_overhead.py
 
 clean:

@@ -474,26 +474,45 @@ def _linear_layers(model: nn.Module, names: dict[int, str]) -> dict[nn.Module, t
     return layers
 
 
-def _linear_pass(model, layers, xb, yb, per_sample_loss, acc, mode) -> set[str]:
+class _LinearTap:
+    """Forward hooks on the fast-path Linear layers, registered once per call.
+
+    While ``active``, each hooked layer records its input and its output and
+    hands a clone downstream, so in-place operations after the layer cannot
+    change the tensor whose gradient is taken.
+    """
+
+    def __init__(self, layers):
+        self.active = False
+        self.records: dict[nn.Module, list] = {module: [] for module in layers}
+        self.handles = [module.register_forward_hook(self._tap) for module in layers]
+
+    def _tap(self, module, inputs, output):
+        if not self.active:
+            return None
+        self.records[module].append((inputs[0], output))
+        return output.clone()
+
+    def remove(self):
+        for handle in self.handles:
+            handle.remove()
+
+
+def _linear_pass(model, tap, layers, xb, yb, per_sample_loss, acc, mode) -> set[str]:
     """Accumulate the Linear layers from one batched backward; return the names done."""
     if not layers:
         return set()
-    records: dict[nn.Module, list] = {module: [] for module in layers}
-
-    def tap(module, inputs, output):
-        records[module].append((inputs[0], output))
-        return output.clone()
-
-    handles = [module.register_forward_hook(tap) for module in layers]
+    for calls in tap.records.values():
+        calls.clear()
+    tap.active = True
     try:
         with torch.enable_grad():
             loss = per_sample_loss(model(xb), yb).sum()
     finally:
-        for handle in handles:
-            handle.remove()
+        tap.active = False
     ready = {
         module: calls[0]
-        for module, calls in records.items()
+        for module, calls in tap.records.items()
         if len(calls) == 1 and calls[0][0].dim() == 2 and calls[0][1].requires_grad
     }
     if not ready:
@@ -617,15 +636,17 @@ def importance_diagonal(
     acc = {n: torch.zeros(p.shape, dtype=torch.float32, device=device) for n, p in params.items()}
     was_training = model.training
     model.eval()
+    tap = _LinearTap(layers)
     try:
         for start in range(0, X.shape[0], batch_size):
             xb = X[start : start + batch_size]
             yb = None if y is None else y[start : start + batch_size]
-            done = _linear_pass(model, layers, xb, yb, per_sample_loss, acc, mode)
+            done = _linear_pass(model, tap, layers, xb, yb, per_sample_loss, acc, mode)
             rest = [n for n in params if n not in done]
             if rest:
                 _generic_pass(model, params, rest, xb, yb, per_sample_loss, acc, mode)
     finally:
+        tap.remove()
         model.train(was_training)
     _mark(device.type)
     scale = 1.0 / X.shape[0]

@@ -25,17 +25,20 @@ namespace py = pybind11;
 
 namespace {
 
-// Makes `device` current for the scope and restores the previous device.
+// Makes `device` current for the scope when it is not already, and then
+// restores the previous device; a call on the current device changes nothing.
 class DeviceGuard {
   public:
     explicit DeviceGuard(int device) {
-        if (cudaGetDevice(&previous_) != cudaSuccess) previous_ = -1;
+        int current = -1;
+        if (cudaGetDevice(&current) == cudaSuccess && current == device) return;
         const cudaError_t err = cudaSetDevice(device);
         if (err != cudaSuccess) {
             cudaGetLastError();
             throw py::value_error("cannot use CUDA device " + std::to_string(device) + ": " +
                                   cudaGetErrorString(err));
         }
+        previous_ = current;
     }
     ~DeviceGuard() {
         if (previous_ >= 0) cudaSetDevice(previous_);

@@ -41,16 +41,8 @@ except ImportError as exc:  # pragma: no cover - exercised only on a broken inst
         "`pip install .` (or `make install`) from a source tree with a C++17 compiler."
     ) from exc
 
-__all__ = [
-    "agem_project",
-    "backend_info",
-    "fisher_diagonal",
-    "gem_project",
-    "herding",
-    "importance_diagonal",
-    "last_backend",
-    "mas_importance",
-]
+__all__ = ["agem_project", "backend_info", "fisher_diagonal", "gem_project", "herding"]
+__all__ += ["importance_diagonal", "last_backend", "mas_importance"]
 
 
 def _load_cuda_module():
@@ -161,12 +153,16 @@ def _cuda_module():
     return _C_cuda
 
 
-def _stream(device: torch.device) -> int:
-    return torch.cuda.current_stream(device).cuda_stream
+def _cuda_call(launcher, device: torch.device, *args):
+    """Call a skcl._C_cuda launcher: tensors go as device pointers, then the device
+    index and the handle of torch's current stream on it, so work stays ordered."""
+    ptrs = (a.data_ptr() if isinstance(a, torch.Tensor) else a for a in args)
+    return launcher(*ptrs, device.index, torch.cuda.current_stream(device).cuda_stream)
 
 
 def _inputs(named: dict[str, tuple[Any, int]]) -> tuple[str, list]:
-    """Check the inputs of one kernel call; return the backend and the checked inputs."""
+    """Check the inputs of one kernel call; return the input kind ("numpy", "torch"
+    or "cuda") and the inputs as float32 numpy arrays (CPU) or tensors (CUDA)."""
     tensors = [isinstance(x, torch.Tensor) for x, _ in named.values()]
     if any(tensors) and not all(tensors):
         raise TypeError(f"{', '.join(named)} must all be numpy arrays or all torch tensors")
@@ -178,11 +174,16 @@ def _inputs(named: dict[str, tuple[Any, int]]) -> tuple[str, list]:
     if checked[0].device.type == "cuda":
         _cuda_module()
         return "cuda", checked
-    return "torch", checked
+    return "torch", [x.numpy() for x in checked]
 
 
 def _mark(backend: str) -> None:
     _last.backend = "cuda" if backend == "cuda" else "cpu"
+
+
+def _output(kind: str, result: np.ndarray):
+    """A CPU kernel's result in the kind of the input."""
+    return torch.from_numpy(result) if kind == "torch" else result
 
 
 # --------------------------------------------------------------------------- herding
@@ -225,28 +226,13 @@ def herding(features: np.ndarray | torch.Tensor, m: int) -> np.ndarray | torch.T
     if not 0 <= m <= n:
         raise ValueError(f"m must satisfy 0 <= m <= n_samples = {n}, got {m}")
     _mark(backend)
-    if backend == "numpy":
-        return _C.herding(F, m)
-    if backend == "torch":
-        return torch.from_numpy(_C.herding(F.numpy(), m))
+    if backend != "cuda":
+        return _output(backend, _C.herding(F, m))
     out = torch.empty(m, dtype=torch.int64, device=F.device)
     if m == 0:
         return out
-    workspace = torch.empty(
-        _C_cuda.herding_workspace_bytes(n, d), dtype=torch.uint8, device=F.device
-    )
-    finite = _C_cuda.herding(
-        F.data_ptr(),
-        n,
-        d,
-        m,
-        out.data_ptr(),
-        workspace.data_ptr(),
-        workspace.numel(),
-        F.device.index,
-        _stream(F.device),
-    )
-    if not finite:
+    ws = torch.empty(_C_cuda.herding_workspace_bytes(n, d), dtype=torch.uint8, device=F.device)
+    if not _cuda_call(_C_cuda.herding, F.device, F, n, d, m, out, ws, ws.numel()):
         raise ValueError("features contain NaN or infinity")
     return out
 
@@ -259,13 +245,11 @@ def _gram(backend: str, G, g) -> np.ndarray:
     if backend == "cuda":
         t, P = G.shape
         gram = torch.zeros((t + 1, t + 1), dtype=torch.float64, device=G.device)
-        _C_cuda.gem_gram(
-            G.data_ptr(), g.data_ptr(), t, P, gram.data_ptr(), G.device.index, _stream(G.device)
-        )
+        _cuda_call(_C_cuda.gem_gram, G.device, G, g, t, P, gram)
         gram = gram.cpu().numpy()
         gram = np.triu(gram) + np.triu(gram, 1).T
     else:
-        gram = _C.gem_gram(*(x.numpy() if backend == "torch" else x for x in (G, g)))
+        gram = _C.gem_gram(G, g)
     if not np.isfinite(gram).all():
         raise ValueError("the gradients contain NaN or infinity (or their products overflow)")
     return gram
@@ -273,23 +257,11 @@ def _gram(backend: str, G, g) -> np.ndarray:
 
 def _apply(backend: str, G, g, v: np.ndarray):
     """g + G^T v in the input's kind."""
-    if backend == "numpy":
-        return _C.gem_apply(G, g, v)
-    if backend == "torch":
-        return torch.from_numpy(_C.gem_apply(G.numpy(), g.numpy(), v))
+    if backend != "cuda":
+        return _output(backend, _C.gem_apply(G, g, v))
     out = torch.empty_like(g)
     v_dev = torch.from_numpy(np.ascontiguousarray(v)).to(g.device)
-    t, P = G.shape
-    _C_cuda.gem_apply(
-        G.data_ptr(),
-        g.data_ptr(),
-        v_dev.data_ptr(),
-        t,
-        P,
-        out.data_ptr(),
-        g.device.index,
-        _stream(g.device),
-    )
+    _cuda_call(_C_cuda.gem_apply, g.device, G, g, v_dev, *G.shape, out)
     return out
 
 
@@ -423,17 +395,8 @@ _MODES = {2: "square", 1: "abs"}
 def _accumulate_outer(delta: torch.Tensor, a: torch.Tensor, out: torch.Tensor, mode: str):
     """out += op(delta)^T op(a) on the tensors' device."""
     if out.device.type == "cuda":
-        B, O = delta.shape
-        _C_cuda.accumulate_outer(
-            delta.data_ptr(),
-            a.data_ptr(),
-            B,
-            O,
-            a.shape[1],
-            out.data_ptr(),
-            mode,
-            out.device.index,
-            _stream(out.device),
+        _cuda_call(
+            _C_cuda.accumulate_outer, out.device, delta, a, *delta.shape, a.shape[1], out, mode
         )
     else:
         _C.accumulate_outer(delta.numpy(), a.numpy(), out.numpy(), mode)
@@ -442,15 +405,7 @@ def _accumulate_outer(delta: torch.Tensor, a: torch.Tensor, out: torch.Tensor, m
 def _accumulate_rows(X: torch.Tensor, out: torch.Tensor, mode: str):
     """out += sum over rows of op(X) on the tensors' device."""
     if out.device.type == "cuda":
-        _C_cuda.accumulate_rows(
-            X.data_ptr(),
-            X.shape[0],
-            X.shape[1],
-            out.data_ptr(),
-            mode,
-            out.device.index,
-            _stream(out.device),
-        )
+        _cuda_call(_C_cuda.accumulate_rows, out.device, X, *X.shape, out, mode)
     else:
         _C.accumulate_rows(X.numpy(), out.numpy(), mode)
 
@@ -475,12 +430,9 @@ def _linear_layers(model: nn.Module, names: dict[int, str]) -> dict[nn.Module, t
 
 
 class _LinearTap:
-    """Forward hooks on the fast-path Linear layers, registered once per call.
-
-    While ``active``, each hooked layer records its input and its output and
-    hands a clone downstream, so in-place operations after the layer cannot
-    change the tensor whose gradient is taken.
-    """
+    """Forward hooks on the fast-path Linear layers, registered once per call. While
+    ``active``, a layer records its input and output and hands a clone downstream, so
+    in-place operations after it cannot change the tensor whose gradient is taken."""
 
     def __init__(self, layers):
         self.active = False
@@ -603,12 +555,9 @@ def importance_diagonal(
     tensor([[1., 1., 1.],
             [1., 1., 1.]])
     """
-    if power not in _MODES:
-        raise ValueError(f"power must be 1 or 2, got {power!r}")
+    if power not in _MODES or _count(batch_size, "batch_size") < 1:
+        raise ValueError(f"need power in (1, 2) and batch_size >= 1, got {power!r}, {batch_size}")
     mode = _MODES[power]
-    batch_size = _count(batch_size, "batch_size")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     if not params:
         return {}

@@ -2,7 +2,9 @@
 
 ``skcl list`` names the estimators and streams; ``skcl run`` trains one
 estimator over one stream and prints its accuracy matrix and metrics;
-``skcl demo`` runs a few estimators over split-digits side by side.
+``skcl demo`` runs a few estimators over split-digits side by side;
+``skcl bench`` runs a grid of estimators, streams, scenarios and seeds and
+writes a report (:mod:`skcl.bench`).
 
 Examples
 --------
@@ -137,6 +139,46 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _csv(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _cmd_bench(args) -> int:
+    from skcl import bench
+
+    try:
+        seeds = [int(s) for s in _csv(args.seeds)]
+    except ValueError:
+        raise _UsageError(f"--seeds takes comma-separated integers, got {args.seeds!r}") from None
+    if args.data is None and (args.classes_per_task is not None or args.permuted is not None):
+        raise _UsageError("--classes-per-task and --permuted go with --data FILE.npz")
+    default_streams = [] if args.data else list(bench.DEFAULT_STREAMS)
+    streams = default_streams if args.streams is None else _csv(args.streams)
+    try:
+        if args.data:
+            streams += bench.load_npz_streams(args.data, args.classes_per_task, args.permuted)
+        run = bench.run_bench(
+            estimators="all" if args.estimators.strip() == "all" else _csv(args.estimators),
+            streams=streams, scenarios=_csv(args.scenarios), seeds=seeds, epochs=args.epochs,
+            params=_parse_params(args.param),
+            settings=bench.load_settings(args.settings) if args.settings else None,
+            device=args.device, threads=args.threads, backend=args.backend,
+            n_jobs=args.n_jobs, scheduler=args.scheduler, out=args.out, restart=args.restart,
+            progress=not args.quiet,
+        )
+    except bench.BenchError as exc:
+        raise _UsageError(str(exc)) from None
+    except KeyboardInterrupt:
+        print(f"skcl bench: interrupted; finished cells are kept in "
+              f"{Path(args.out) / bench.RESULTS_FILE}; run the same command to resume",
+              file=sys.stderr)
+        return 130
+    if not args.quiet:
+        print(f"{len(run.ran)} cells run, {len(run.reused)} reused, {len(run.failed)} failed; "
+              f"wrote {run.out / bench.RESULTS_FILE} and {run.report}")
+    return 1 if run.failed else 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="skcl", description="Continual learning that speaks "
                                      "scikit-learn.")
@@ -163,6 +205,44 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--epochs", type=int, default=5)
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_cmd_demo)
+
+    bench = sub.add_parser(
+        "bench", help="a grid of estimators x streams x scenarios x seeds, with a report",
+        description="Run every cell of the grid (resuming from the results already in --out), "
+                    "then write results.json and REPORT.md with figures into --out.")
+    bench.add_argument("--estimators", default="all",
+                       help="comma-separated names, or 'all' (every skcl estimator, sgd, mlp); "
+                            "naive is always included")
+    bench.add_argument("--streams", default=None,
+                       help="comma-separated stream names (default: split-digits,"
+                            "permuted-digits, or none with --data)")
+    bench.add_argument("--data", metavar="FILE.npz", help="your own arrays X and y as streams")
+    bench.add_argument("--classes-per-task", type=int, metavar="K",
+                       help="with --data: a split stream of K classes per experience")
+    bench.add_argument("--permuted", type=int, metavar="N",
+                       help="with --data: a permuted stream of N experiences")
+    bench.add_argument("--scenarios", default="class,task",
+                       help="comma-separated; the no-task-id scenario is 'domain' on streams "
+                            "whose experiences share their classes, 'class' otherwise")
+    bench.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    bench.add_argument("--epochs", type=int, default=5, help="passes per experience")
+    bench.add_argument("--param", action="append", default=[], metavar="[EST.]KEY=VALUE",
+                       help="estimator parameter, repeatable; EST. limits it to one estimator")
+    bench.add_argument("--settings", metavar="FILE",
+                       help="per-estimator, per-stream parameters (.json, or a .py defining "
+                            "PROTOCOL and FAMILIES like benchmarks/bench_methods.py)")
+    bench.add_argument("--device", default="cpu", help="device of the skcl estimators")
+    bench.add_argument("--threads", type=int, default=1, help="torch threads per cell")
+    bench.add_argument("--backend", default="loky", choices=("loky", "serial", "dask"))
+    bench.add_argument("--n-jobs", type=int, default=None,
+                       help="worker processes (loky, local dask cluster; default: CPUs)")
+    bench.add_argument("--scheduler", metavar="ADDRESS",
+                       help="Dask scheduler address (default: a LocalCluster)")
+    bench.add_argument("--out", default="bench_output", help="folder for results and report")
+    bench.add_argument("--restart", action="store_true",
+                       help="ignore the results already in --out")
+    bench.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
+    bench.set_defaults(func=_cmd_bench)
     return parser
 
 

@@ -1,0 +1,339 @@
+"""What a benchmark grid holds: estimators, streams, scenarios, parameters.
+
+The implementation behind :mod:`skcl.bench`'s grid definition (its public
+names are re-exported there): the estimator specs, the sklearn baselines,
+the scenario rule, streams from ``.npz`` files, settings files and the
+resolution of every cell's parameters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import runpy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from skcl.datasets import TaskStream, make_permuted_stream, make_split_stream
+
+SCENARIOS = ("class", "task", "domain")
+
+
+class BenchError(ValueError):
+    """A problem with the grid itself (unknown name, bad parameter, missing extra).
+
+    Its message is one line, meant for the user as it is.
+    """
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """How to build one estimator of the grid."""
+
+    name: str
+    label: str
+    module: str
+    cls: str
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    # skcl parameter name -> this estimator's; None: every parameter it has, same name.
+    translate: Mapping[str, str] | None = None
+
+    def make_class(self) -> type:
+        return getattr(importlib.import_module(self.module), self.cls)
+
+    def valid_params(self) -> list[str]:
+        return sorted(self.make_class()().get_params())
+
+
+_MLP_DEFAULTS = dict(hidden_layer_sizes=(256, 256), solver="sgd", learning_rate_init=0.05,
+                     momentum=0.9, nesterovs_momentum=False, batch_size=32, alpha=0.0)
+_MLP_TRANSLATE = {"hidden_layer_sizes": "hidden_layer_sizes", "learning_rate": "learning_rate_init",
+                  "momentum": "momentum", "batch_size": "batch_size", "optimizer": "solver"}
+_SKLEARN = {
+    "sgd": _Spec("sgd", "sklearn SGD", "sklearn.linear_model", "SGDClassifier", {}, {}),
+    "mlp": _Spec("mlp", "sklearn MLP", "sklearn.neural_network", "MLPClassifier",
+                 _MLP_DEFAULTS, _MLP_TRANSLATE),
+}
+
+
+def _specs() -> dict[str, _Spec]:
+    from skcl.cli import estimators
+
+    specs = {
+        name: _Spec(name, cls.__name__.removesuffix("Classifier"), "skcl", cls.__name__)
+        for name, cls in estimators().items()
+    }
+    first = [n for n in ("naive", "joint") if n in specs]
+    ordered = {n: specs[n] for n in first + [n for n in specs if n not in first]}
+    return {**ordered, **_SKLEARN}
+
+
+def _key(name: str) -> str:
+    return str(name).strip().lower().removesuffix("classifier")
+
+
+def estimator_names() -> list[str]:
+    """Names ``--estimators all`` stands for: every skcl estimator, then ``'sgd'``, ``'mlp'``.
+
+    Returns
+    -------
+    names : list of str
+        ``'naive'`` and ``'joint'`` first, then the other skcl estimators in
+        :func:`skcl.cli.estimators` order, then the scikit-learn baselines.
+
+    Examples
+    --------
+    >>> from skcl.bench import estimator_names
+    >>> names = estimator_names()
+    >>> names[:2], names[-2:]
+    (['naive', 'joint'], ['sgd', 'mlp'])
+    """
+    return list(_specs())
+
+
+def stream_scenarios(stream: TaskStream, requested: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The scenarios a stream is scored in, from those asked for, with the reasons.
+
+    The rule:
+
+    - ``'task'`` (task id given at test) runs on every stream whose
+      experiences have distinct task ids, permuted streams included: there
+      the task id tells which permutation a sample comes from, and all of the
+      stream's classes compete.
+    - The scenario without a task id at test is named after the stream:
+      ``'domain'`` when every experience holds the same classes (permuted,
+      rotated streams), ``'class'`` otherwise (split streams, new classes
+      arrive). Asking for the other name runs this same evaluation under the
+      stream's name; asking for both runs it once.
+
+    Parameters
+    ----------
+    stream : TaskStream
+    requested : sequence of {'class', 'task', 'domain'}
+
+    Returns
+    -------
+    scenarios : list of str
+        What runs, in the order asked, without repeats.
+    notes : list of str
+        One sentence for each scenario renamed or skipped.
+
+    Examples
+    --------
+    >>> from skcl.bench import stream_scenarios
+    >>> from skcl.datasets import load_permuted_digits, load_split_digits
+    >>> stream_scenarios(load_split_digits(), ["class", "task"])
+    (['class', 'task'], [])
+    >>> stream_scenarios(load_permuted_digits(n_experiences=3), ["class", "task", "domain"])[0]
+    ['domain', 'task']
+    """
+    same = len({tuple(exp.classes.tolist()) for exp in stream}) == 1
+    no_id = "domain" if same else "class"
+    scenarios: list[str] = []
+    notes: list[str] = []
+    for scenario in requested:
+        if scenario not in SCENARIOS:
+            raise BenchError(f"unknown scenario {scenario!r}; valid: {', '.join(SCENARIOS)}")
+        run = scenario
+        if scenario == "task" and len(set(stream.task_ids)) != len(stream):
+            notes.append(f"'task' skipped on {stream.name}: its experiences share task ids.")
+            continue
+        if scenario != "task" and scenario != no_id:
+            run = no_id
+            why = "every experience holds the same classes" if same else "new classes arrive"
+            notes.append(f"'{scenario}' runs as '{no_id}' on {stream.name} ({why}).")
+        if run not in scenarios:
+            scenarios.append(run)
+    return scenarios, notes
+
+
+def load_npz_streams(
+    path: str | os.PathLike, classes_per_task: int | None = None, permuted: int | None = None,
+) -> list[TaskStream]:
+    """Streams from a user's ``.npz`` file holding arrays ``X`` and ``y``.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A NumPy ``.npz`` file with ``X`` (n_samples, n_features) and ``y`` (n_samples,).
+    classes_per_task : int, optional
+        Build a split stream of this many classes per experience
+        (:func:`skcl.datasets.make_split_stream`), named ``'<file stem>-split'``.
+    permuted : int, optional
+        Build a permuted stream of this many experiences
+        (:func:`skcl.datasets.make_permuted_stream`), named ``'<file stem>-permuted'``.
+
+    Returns
+    -------
+    streams : list of TaskStream
+        The split stream, then the permuted one, for those asked.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> from skcl.bench import load_npz_streams
+    >>> rng = np.random.default_rng(0)
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     np.savez(f"{d}/toy.npz", X=rng.normal(size=(60, 4)), y=np.arange(60) % 4)
+    ...     streams = load_npz_streams(f"{d}/toy.npz", classes_per_task=2, permuted=3)
+    >>> [(s.name, len(s)) for s in streams]
+    [('toy-split', 2), ('toy-permuted', 3)]
+    """
+    path = Path(path)
+    if classes_per_task is None and permuted is None:
+        raise BenchError("--data needs --classes-per-task K, --permuted N or both")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [k for k in ("X", "y") if k not in data.files]
+            if missing:
+                raise BenchError(f"{path} has no array {', '.join(missing)} "
+                                 f"(arrays: {', '.join(data.files) or 'none'})")
+            X, y = data["X"], data["y"]
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, BenchError):
+            raise
+        raise BenchError(f"cannot read {path} as an .npz file: {exc}") from exc
+    streams = []
+    try:
+        if classes_per_task is not None:
+            streams.append(make_split_stream(X, y, classes_per_task=classes_per_task,
+                                             name=f"{path.stem}-split"))
+        if permuted is not None:
+            streams.append(make_permuted_stream(X, y, n_experiences=permuted,
+                                                name=f"{path.stem}-permuted"))
+    except ValueError as exc:
+        raise BenchError(f"{path}: {exc}") from exc
+    return streams
+
+
+def load_settings(path: str | os.PathLike) -> dict[str, Any]:
+    """Per-estimator, per-stream parameters from a JSON file or a Python file.
+
+    A JSON file holds ``{"defaults": {...}, "estimators": {name: {stream or
+    "*": {...}}}, "notes": [...]}``. A Python file (such as
+    ``benchmarks/bench_methods.py``) defines ``PROTOCOL`` (the defaults),
+    ``FAMILIES`` (family -> list of ``(label, class name, {stream or "*":
+    params})``; the first entry of a class is used) and optionally ``NOTES``
+    (family -> list of sentences for the report). JSON lists become tuples.
+
+    Parameters
+    ----------
+    path : str or path-like
+
+    Returns
+    -------
+    settings : dict
+        Keys ``'defaults'``, ``'estimators'`` (keyed by the names of
+        :func:`estimator_names`) and ``'notes'``.
+
+    Examples
+    --------
+    >>> import json, pathlib, tempfile
+    >>> from skcl.bench import load_settings
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     path = pathlib.Path(d, "settings.json")
+    ...     _ = path.write_text(json.dumps(
+    ...         {"estimators": {"EWCClassifier": {"split-digits": {"ewc_lambda": 1e4}}}}))
+    ...     load_settings(path)["estimators"]
+    {'ewc': {'split-digits': {'ewc_lambda': 10000.0}}}
+    """
+    path = Path(path)
+    try:
+        if path.suffix == ".py":
+            space = runpy.run_path(str(path))
+            estimators: dict[str, Any] = {}
+            for entries in space.get("FAMILIES", {}).values():
+                for _label, class_name, extra in entries:
+                    estimators.setdefault(_key(class_name), dict(extra))
+            notes = [n for family in space.get("NOTES", {}).values() for n in family]
+            raw = {"defaults": space.get("PROTOCOL", {}), "estimators": estimators, "notes": notes}
+        else:
+            raw = json.loads(path.read_text(encoding="utf-8"), object_hook=_tuples)
+    except (OSError, SyntaxError, json.JSONDecodeError, ValueError, TypeError) as exc:
+        raise BenchError(f"cannot read settings from {path}: {exc}") from exc
+    return {
+        "defaults": dict(raw.get("defaults", {})),
+        "estimators": {_key(k): {s: dict(p) for s, p in v.items()}
+                       for k, v in raw.get("estimators", {}).items()},
+        "notes": [str(n) for n in raw.get("notes", [])],
+    }
+
+
+def _tuples(obj: dict) -> dict:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in obj.items()}
+
+
+def _jsonable(value):
+    """Parameters as JSON: tuples to lists, anything else unknown to its repr."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return repr(value)
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    return repr(value)
+
+
+def _resolve_params(specs: list[_Spec], stream_names: list[str], settings: Mapping,
+                    params: Mapping[str, Any], device: str | None) -> dict:
+    """``{(estimator, stream): parameters}``; checks every name before anything runs."""
+    valid = {spec.name: spec.valid_params() for spec in specs}
+    scoped: dict[str, dict] = {}
+    plain: dict[str, Any] = {}
+    for key, value in params.items():
+        name, dot, param = key.rpartition(".")
+        if param == "random_state":
+            raise BenchError("random_state comes from --seeds, not from --param")
+        if dot:
+            if _key(name) not in valid:
+                raise BenchError(f"--param {key}: {name!r} is not in the grid's estimators "
+                                 f"({', '.join(valid)})")
+            scoped.setdefault(_key(name), {})[param] = value
+        else:
+            plain[param] = value
+
+    def shared(spec: _Spec, source: Mapping) -> dict:
+        if spec.translate is None:
+            return {k: v for k, v in source.items() if k in valid[spec.name]}
+        return {spec.translate[k]: v for k, v in source.items() if k in spec.translate}
+
+    unused = [k for k in plain if not any(shared(spec, {k: None}) for spec in specs)]
+    if unused:
+        raise BenchError(f"no estimator of the grid has parameter {', '.join(sorted(unused))}")
+    resolved = {}
+    for spec in specs:
+        own = settings.get("estimators", {}).get(spec.name, {})
+        for stream in stream_names:
+            merged = {**spec.defaults, **shared(spec, settings.get("defaults", {})),
+                      **own.get("*", {}), **own.get(stream, {})}
+            if device is not None and spec.translate is None:
+                merged["device"] = device
+            merged.update(shared(spec, plain))
+            merged.update(scoped.get(spec.name, {}))
+            merged.pop("random_state", None)
+            unknown = sorted(set(merged) - set(valid[spec.name]))
+            if unknown:
+                raise BenchError(f"{spec.cls} has no parameter {', '.join(unknown)}; valid: "
+                                 f"{', '.join(valid[spec.name])}")
+            resolved[spec.name, stream] = merged
+    return resolved
+
+
+def _stream_digest(stream: TaskStream) -> str:
+    digest = hashlib.sha1(stream.name.encode())
+    for exp in stream:
+        digest.update(repr((exp.task_id, exp.classes.tolist())).encode())
+        for array in (exp.X_train, exp.y_train, exp.X_test, exp.y_test):
+            digest.update(np.ascontiguousarray(array).tobytes() if array.dtype.kind != "O"
+                          else repr(array.tolist()).encode())
+    return digest.hexdigest()

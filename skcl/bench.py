@@ -1,0 +1,433 @@
+"""Benchmark grids: estimators x streams x scenarios x seeds, resumable and parallel.
+
+:func:`run_bench` trains every cell with :func:`skcl.evaluation.evaluate_stream`,
+stores each result in ``DIR/results.json`` as soon as it is measured, and
+writes ``DIR/REPORT.md`` (:mod:`skcl.report`). A cell that raises is recorded
+as failed and the grid goes on; the same grid run again into the same folder
+runs only the cells missing or failed. Cells run in this process
+(``'serial'``), in joblib's loky worker processes (``'loky'``) or on a Dask
+cluster (``'dask'``, the ``skcl[dask]`` extra). Each cell seeds everything
+from its seed and uses a fixed number of torch threads, so the backend does
+not change its results.
+
+The grid holds every skcl estimator (:func:`skcl.cli.estimators`) and two
+scikit-learn baselines trained by their own ``partial_fit``: ``'sgd'``
+(``SGDClassifier``) and ``'mlp'`` (``MLPClassifier``: the protocol's 256-256
+network and SGD, momentum 0.9, ``learning_rate_init`` 0.05, batch 32, no L2).
+``'naive'`` is in every grid: timings are reported relative to it.
+
+Examples
+--------
+>>> import tempfile
+>>> from skcl.bench import run_bench
+>>> with tempfile.TemporaryDirectory() as out:
+...     run = run_bench(["naive", "sgd"], ["split-digits"], scenarios=["task"], seeds=[0],
+...                     epochs=1, params={"hidden_layer_sizes": (16,)}, backend="serial",
+...                     out=out, progress=False)
+...     [(c["estimator"], c["status"]) for c in run.cells]
+[('naive', 'ok'), ('sgd', 'ok')]
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import importlib
+import json
+import logging
+import os
+import random
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from skcl._bench_grid import (
+    BenchError,
+    _jsonable,
+    _key,
+    _resolve_params,
+    _specs,
+    _stream_digest,
+    estimator_names,
+    load_npz_streams,
+    load_settings,
+    stream_scenarios,
+)
+from skcl.datasets import STREAMS, TaskStream, load_stream
+from skcl.report import RESULTS_FILE
+
+__all__ = [
+    "BACKENDS", "BenchError", "BenchRun", "estimator_names", "load_npz_streams", "load_settings",
+    "run_bench", "stream_scenarios",
+]
+
+BACKENDS = ("loky", "serial", "dask")
+DEFAULT_STREAMS = ("split-digits", "permuted-digits")
+DASK_HINT = "pip install 'skcl[dask]' (or: pip install 'dask[distributed]')"
+
+
+@dataclass(frozen=True)
+class _Task:
+    """Everything a worker needs for one cell, but the stream."""
+
+    estimator: str
+    stream: str
+    scenario: str
+    seed: int
+    module: str
+    cls: str
+    params: Mapping[str, Any]
+    epochs: int
+    threads: int
+    config: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.estimator}/{self.stream}/{self.scenario}/{self.seed}"
+
+
+_PROCESS_WARM = False
+
+
+def _run_cell(task: _Task, stream: TaskStream) -> dict[str, Any]:
+    """Train and score one cell; any exception becomes a failed record."""
+    global _PROCESS_WARM
+    import torch
+
+    from skcl.evaluation import evaluate_stream, warm_up
+
+    record = _record(task)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(task.threads)
+    start = time.perf_counter()
+    estimator = None
+    try:
+        if not _PROCESS_WARM:
+            warm_up()
+            _PROCESS_WARM = True
+        random.seed(task.seed)
+        np.random.seed(task.seed)  # noqa: NPY002 - the legacy global state, for code reading it
+        torch.manual_seed(task.seed)
+        cls = getattr(importlib.import_module(task.module), task.cls)
+        estimator = cls(**task.params, random_state=task.seed)
+        result = evaluate_stream(estimator, stream, scenario=task.scenario, epochs=task.epochs)
+    except Exception as exc:
+        record = _record(task, exc)
+    else:
+        data = result.to_dict()
+        record.update({k: data[k] for k in ("R", "b", "acc", "bwt", "fwt", "forgetting",
+                                            "train_seconds", "experience_seconds")})
+        record.update(status="ok", error=None, mean_forgetting=result.mean_forgetting)
+    finally:
+        torch.set_num_threads(threads)
+    device = getattr(estimator, "device_", None) or task.params.get("device", "cpu")
+    record.update(device=str(device), wall_seconds=time.perf_counter() - start)
+    return record
+
+
+def _record(task: _Task, exc: BaseException | None = None) -> dict[str, Any]:
+    """A cell's record before its results: what ran, where, with which versions.
+
+    With ``exc``, the record of a failure (also of a worker that never answered).
+    """
+    from skcl.report import environment
+
+    env = environment()
+    record = {"id": task.id, "estimator": task.estimator, "stream": task.stream,
+              "scenario": task.scenario, "seed": task.seed,
+              "estimator_class": f"{task.module}.{task.cls}", "epochs": task.epochs,
+              "params": _jsonable(task.params), "config": task.config,
+              "device": str(task.params.get("device", "cpu")), "torch_threads": task.threads,
+              "versions": {k: env[k] for k in ("skcl", "torch", "sklearn", "numpy", "python")},
+              "host": env["host"], "finished_at": datetime.now(timezone.utc).isoformat()}
+    if exc is not None:
+        message = str(exc).strip().splitlines()
+        record.update(status="failed", traceback="".join(traceback.format_exception(exc)),
+                      error=type(exc).__name__ + (f": {message[0]}" if message else ""))
+    return record
+
+
+def _run_serial(jobs, done: Callable[[dict], None], n_jobs, scheduler) -> None:
+    for task, stream in jobs:
+        done(_run_cell(task, stream))
+
+
+def _run_loky(jobs, done: Callable[[dict], None], n_jobs, scheduler) -> None:
+    from joblib.externals.loky import get_reusable_executor
+
+    executor = get_reusable_executor(max_workers=n_jobs)
+    futures = {executor.submit(_run_cell, task, stream): task for task, stream in jobs}
+    try:
+        for future in concurrent.futures.as_completed(futures):
+            try:
+                done(future.result())
+            except Exception as exc:
+                done(_record(futures[future], exc))
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        executor.shutdown(wait=False, kill_workers=True)
+        raise
+    executor.shutdown(wait=True)
+
+
+def _import_dask():
+    try:
+        from dask import distributed
+    except ImportError as exc:
+        raise BenchError(f"the dask backend needs dask.distributed, which is not installed: "
+                         f"{DASK_HINT}") from exc
+    return distributed
+
+
+def _run_dask(jobs, done: Callable[[dict], None], n_jobs, scheduler) -> None:
+    distributed = _import_dask()
+    cluster = None
+    if scheduler is None:
+        cluster = distributed.LocalCluster(n_workers=n_jobs, threads_per_worker=1, processes=True,
+                                           dashboard_address=None, silence_logs=logging.ERROR)
+    client = distributed.Client(scheduler if cluster is None else cluster)
+    try:
+        streams = {id(stream): stream for _, stream in jobs}
+        scattered = dict(zip(streams, client.scatter(list(streams.values())), strict=True))
+        futures = {client.submit(_run_cell, task, scattered[id(stream)], pure=False): task
+                   for task, stream in jobs}
+        for future in distributed.as_completed(futures):
+            try:
+                done(future.result())
+            except Exception as exc:
+                done(_record(futures[future], exc))
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+_BACKEND_RUNNERS = {"serial": _run_serial, "loky": _run_loky, "dask": _run_dask}
+
+
+@dataclass
+class BenchRun:
+    """What :func:`run_bench` did.
+
+    Attributes
+    ----------
+    out : Path
+        The output folder.
+    cells : list of dict
+        Every cell of the grid, in grid order, as stored in ``results.json``.
+    ran : list of str
+        Ids (``estimator/stream/scenario/seed``) of the cells run this time.
+    reused : list of str
+        Ids of the cells taken from an earlier run in ``out``.
+    report : Path
+        ``out / 'REPORT.md'``.
+    """
+
+    out: Path
+    cells: list[dict]
+    ran: list[str]
+    reused: list[str]
+    report: Path
+
+    @property
+    def failed(self) -> list[dict]:
+        """The cells whose status is ``'failed'``."""
+        return [c for c in self.cells if c.get("status") != "ok"]
+
+
+def run_bench(
+    estimators: Sequence[str] | str = "all",
+    streams: Sequence[str | TaskStream] = DEFAULT_STREAMS,
+    scenarios: Sequence[str] = ("class", "task"),
+    seeds: Sequence[int] = (0, 1, 2),
+    epochs: int = 5,
+    params: Mapping[str, Any] | None = None,
+    settings: Mapping[str, Any] | None = None,
+    device: str | None = "cpu",
+    threads: int = 1,
+    backend: str = "loky",
+    n_jobs: int | None = None,
+    scheduler: str | None = None,
+    out: str | os.PathLike = "bench_output",
+    restart: bool = False,
+    progress: bool = True,
+) -> BenchRun:
+    """Run a benchmark grid and write ``results.json`` and ``REPORT.md`` into ``out``.
+
+    Parameters
+    ----------
+    estimators : 'all' or sequence of str
+        Names of :func:`estimator_names` (class names also work). ``'naive'``
+        is added when missing: every timing is reported relative to it.
+    streams : sequence of str or TaskStream
+        Named streams (:data:`skcl.datasets.STREAMS`) or streams built by the
+        caller (e.g. :func:`load_npz_streams`).
+    scenarios : sequence of {'class', 'task', 'domain'}
+        Resolved per stream by :func:`stream_scenarios`.
+    seeds : sequence of int
+        Each cell sets ``random_state`` and Python's, NumPy's and torch's
+        global seeds from its seed.
+    epochs : int, default=5
+        Passes over each experience, for every estimator (PROTOCOL.md: 5).
+    params : mapping, optional
+        ``{'key': value}`` for every estimator that has ``key`` (the
+        scikit-learn MLP takes ``hidden_layer_sizes``, ``learning_rate`` as
+        ``learning_rate_init``, ``momentum``, ``batch_size`` and ``optimizer``
+        as ``solver``), ``{'name.key': value}`` for one estimator.
+    settings : mapping, optional
+        From :func:`load_settings`; ``params`` and ``device`` override it.
+    device : str or None, default='cpu'
+        ``device`` of every skcl estimator; None leaves it to the settings.
+    threads : int, default=1
+        Torch threads in each cell, whatever the backend.
+    backend : {'loky', 'serial', 'dask'}, default='loky'
+        Where cells run: joblib's loky worker processes, this process, or a
+        Dask cluster (``scheduler``'s address, else a ``LocalCluster`` of
+        ``n_jobs`` single-threaded worker processes).
+    n_jobs : int, optional
+        Worker processes for ``'loky'`` and a local Dask cluster; defaults to
+        the number of CPUs divided by ``threads``.
+    scheduler : str, optional
+        Address of a running Dask scheduler (``'dask'`` backend only).
+    out : str or path-like, default='bench_output'
+        Output folder. Cells already in its ``results.json`` with the same
+        settings and status ``'ok'`` are not run again.
+    restart : bool, default=False
+        Ignore the results already in ``out``.
+    progress : bool, default=True
+        Show a progress bar and one line per failed cell.
+
+    Returns
+    -------
+    run : BenchRun
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from skcl.bench import run_bench
+    >>> with tempfile.TemporaryDirectory() as out:
+    ...     first = run_bench(["naive"], ["split-digits"], ["class"], [0], epochs=1,
+    ...                       params={"hidden_layer_sizes": (16,)}, backend="serial", out=out,
+    ...                       progress=False)
+    ...     again = run_bench(["naive"], ["split-digits"], ["class"], [0], epochs=1,
+    ...                       params={"hidden_layer_sizes": (16,)}, backend="serial", out=out,
+    ...                       progress=False)
+    >>> len(first.ran), len(again.ran), len(again.reused)
+    (1, 0, 1)
+    """
+    from tqdm.auto import tqdm
+
+    from skcl.report import environment, read_results, write_report, write_results
+
+    if backend not in BACKENDS:
+        raise BenchError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    if backend == "dask":
+        _import_dask()
+    if scheduler is not None and backend != "dask":
+        raise BenchError("--scheduler is for --backend dask")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise BenchError(f"epochs must be a positive integer, got {epochs!r}")
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise BenchError(f"threads must be a positive integer, got {threads!r}")
+    n_jobs = n_jobs or max(1, (os.cpu_count() or 1) // threads)
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise BenchError(f"seeds must be distinct and at least one, got {seeds}")
+    all_specs = _specs()
+    names = list(all_specs) if isinstance(estimators, str) and estimators == "all" else \
+        [_key(n) for n in ([estimators] if isinstance(estimators, str) else estimators)]
+    unknown = [n for n in names if n not in all_specs]
+    if unknown:
+        raise BenchError(f"unknown estimator {unknown[0]!r}; valid: all, {', '.join(all_specs)}")
+    specs = [all_specs[n] for n in dict.fromkeys(["naive", *names])]
+    unknown = [s for s in streams if not isinstance(s, TaskStream) and s not in STREAMS]
+    if unknown:
+        raise BenchError(f"unknown stream {unknown[0]!r}; valid: {', '.join(sorted(STREAMS))}")
+    loaded = [s if isinstance(s, TaskStream) else load_stream(s) for s in streams]
+    if not loaded or len({s.name for s in loaded}) != len(loaded):
+        raise BenchError(f"streams must be distinct and at least one: {[s.name for s in loaded]}")
+    settings = settings or {"defaults": {}, "estimators": {}, "notes": []}
+    resolved = _resolve_params(specs, [s.name for s in loaded], settings, dict(params or {}),
+                               device)
+    tasks: list[tuple[_Task, TaskStream]] = []
+    scenario_notes: list[str] = []
+    for stream in loaded:
+        digest = _stream_digest(stream)
+        runs, notes = stream_scenarios(stream, scenarios)
+        scenario_notes += notes
+        for scenario in runs:
+            for spec in specs:
+                for seed in seeds:
+                    p = resolved[spec.name, stream.name]
+                    config = hashlib.sha1(json.dumps(
+                        [spec.module, spec.cls, _jsonable(p), epochs, digest, scenario, seed],
+                        sort_keys=True).encode()).hexdigest()[:16]
+                    tasks.append((_Task(spec.name, stream.name, scenario, seed, spec.module,
+                                        spec.cls, p, epochs, threads, config), stream))
+
+    out = Path(out)
+    try:
+        previous = {} if restart else {c["id"]: c for c in read_results(out)["cells"]}
+    except FileNotFoundError:
+        previous = {}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BenchError(f"{out / RESULTS_FILE} is not a skcl bench results file ({exc}); "
+                         "remove it or pass --restart") from exc
+    cells: dict[str, dict] = {}
+    todo = []
+    for task, stream in tasks:
+        old = previous.get(task.id)
+        if old is not None and old.get("status") == "ok" and old.get("config") == task.config:
+            cells[task.id] = old
+        else:
+            todo.append((task, stream))
+    reused = list(cells)
+    header = {
+        "format": 1,
+        "grid": {"estimators": [s.name for s in specs], "streams": [s.name for s in loaded],
+                 "scenarios": list(scenarios), "seeds": seeds, "epochs": epochs,
+                 "device": device, "threads": threads, "backend": backend,
+                 "n_jobs": None if backend == "serial" else n_jobs},
+        "estimators": {s.name: {"label": s.label, "class": f"{s.module}.{s.cls}",
+                                "params": {n: _jsonable(resolved[s.name, n])
+                                           for n in (x.name for x in loaded)}}
+                       for s in specs},
+        "notes": scenario_notes + list(settings.get("notes", [])),
+        "environment": environment(),
+    }
+    order = [task.id for task, _ in tasks]
+    started = time.perf_counter()
+
+    def save() -> None:
+        write_results({**header, "wall_seconds": time.perf_counter() - started,
+                       "cells": [cells[i] for i in order if i in cells]}, out)
+
+    bar = tqdm(total=len(todo), desc=f"skcl bench ({backend})", unit="cell",
+               disable=not progress or not todo)
+    n_failed = 0
+
+    def done(record: dict) -> None:
+        nonlocal n_failed
+        cells[record["id"]] = record
+        save()
+        if record["status"] != "ok":
+            n_failed += 1
+            bar.write(f"failed: {record['id']}: {record['error']}")
+        bar.set_postfix(failed=n_failed, last=record["id"], refresh=False)
+        bar.update()
+
+    save()
+    try:
+        _BACKEND_RUNNERS[backend](todo, done, n_jobs, scheduler)
+    finally:
+        bar.close()
+    report = write_report(read_results(out), out)
+    return BenchRun(out=out, cells=[cells[i] for i in order], ran=[t.id for t, _ in todo],
+                    reused=reused, report=report)

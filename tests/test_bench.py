@@ -1,0 +1,226 @@
+"""skcl bench: the grid runner, its report, resuming, failures, backends, user data."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from skcl import bench
+from skcl.bench import BenchError, estimator_names, run_bench, stream_scenarios
+from skcl.cli import estimators, main
+from skcl.datasets import Experience, TaskStream, load_permuted_digits, load_split_digits
+
+TINY = ["--epochs", "1", "--param", "hidden_layer_sizes=(8,)", "--quiet"]
+TINY_KW = dict(epochs=1, params={"hidden_layer_sizes": (8,)}, progress=False)
+
+
+def _cells(out):
+    return json.loads((out / "results.json").read_text())["cells"]
+
+
+def _one_line_error(capsys, argv, start):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"skcl: error: {start}"), err
+    assert err.count("\n") == 1
+
+
+def test_tiny_grid_end_to_end(tmp_path, capsys):
+    argv = ["bench", "--estimators", "naive,mlp", "--streams", "split-digits", "--scenarios",
+            "class,task", "--seeds", "0", "--backend", "serial", "--out", str(tmp_path), *TINY]
+    assert main(argv) == 0
+    cells = _cells(tmp_path)
+    assert [(c["estimator"], c["scenario"]) for c in cells] == [
+        ("naive", "class"), ("mlp", "class"), ("naive", "task"), ("mlp", "task")]
+    for cell in cells:
+        assert cell["status"] == "ok" and cell["error"] is None
+        assert np.asarray(cell["R"]).shape == (5, 5) and len(cell["forgetting"]) == 4
+        assert {"acc", "bwt", "fwt", "train_seconds"} <= set(cell)
+        assert set(cell["versions"]) == {"skcl", "torch", "sklearn", "numpy", "python"}
+        assert cell["device"] == "cpu" and cell["stream"] == "split-digits" and cell["seed"] == 0
+    mlp = cells[1]["params"]
+    assert mlp["hidden_layer_sizes"] == [8] and mlp["learning_rate_init"] == 0.05
+    assert cells[1]["estimator_class"] == "sklearn.neural_network.MLPClassifier"
+
+    report = (tmp_path / "REPORT.md").read_text()
+    assert "## split-digits, class-incremental" in report
+    assert "## split-digits, task-incremental" in report
+    assert "| method | ACC | BWT | FWT | forgetting | train s | × Naive | seeds ok |" in report
+    assert "| sklearn MLP |" in report and "## Failed cells\n\nNone." in report
+    links = [line[line.index("](") + 2:-1] for line in report.splitlines()
+             if line.startswith("![")]
+    assert len(links) == 4 and all(not link.startswith("/") for link in links)
+    for link in links:
+        assert (tmp_path / link).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_failing_cell_is_reported_and_the_rest_kept(tmp_path, capsys):
+    argv = ["bench", "--estimators", "naive,sgd", "--streams", "split-digits", "--scenarios",
+            "task", "--seeds", "0,1", "--param", "sgd.alpha=-1.0", "--backend", "serial",
+            "--out", str(tmp_path), *TINY]
+    assert main(argv) == 1
+    status = {c["id"]: c["status"] for c in _cells(tmp_path)}
+    assert status == {"naive/split-digits/task/0": "ok", "naive/split-digits/task/1": "ok",
+                      "sgd/split-digits/task/0": "failed", "sgd/split-digits/task/1": "failed"}
+    failed = [c for c in _cells(tmp_path) if c["status"] == "failed"]
+    assert all(c["error"].startswith("InvalidParameterError: The 'alpha' parameter")
+               for c in failed)
+    assert all("Traceback" in c["traceback"] and "R" not in c for c in failed)
+    report = (tmp_path / "REPORT.md").read_text()
+    assert "| sklearn SGD | split-digits | task | 1 | InvalidParameterError:" in report
+    assert "| sklearn SGD | n/a | n/a | n/a | n/a | n/a | n/a | 0/2 |" in report
+
+
+def test_interrupted_run_resumes_with_only_the_missing_cells(tmp_path, monkeypatch, capsys):
+    grid = dict(estimators=["naive", "sgd"], streams=["split-digits"], scenarios=["class"],
+                seeds=[0, 1], backend="serial", out=tmp_path, **TINY_KW)
+    real, calls = bench._run_cell, []
+
+    def interrupt_third(task, stream):
+        calls.append(task.id)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(task, stream)
+
+    monkeypatch.setattr(bench, "_run_cell", interrupt_third)
+    argv = ["bench", "--estimators", "naive,sgd", "--streams", "split-digits", "--scenarios",
+            "class", "--seeds", "0,1", "--backend", "serial", "--out", str(tmp_path), *TINY]
+    assert main(argv) == 130
+    assert "run the same command to resume" in capsys.readouterr().err
+    kept = {c["id"]: c["finished_at"] for c in _cells(tmp_path)}
+    assert list(kept) == ["naive/split-digits/class/0", "naive/split-digits/class/1"]
+
+    monkeypatch.setattr(bench, "_run_cell", real)
+    run = run_bench(**grid)
+    assert run.reused == list(kept)
+    assert run.ran == ["sgd/split-digits/class/0", "sgd/split-digits/class/1"]
+    assert {c["id"]: c["finished_at"] for c in run.cells if c["id"] in kept} == kept
+
+    # A cell lost from results.json is the only one run again; other settings re-run all.
+    data = json.loads((tmp_path / "results.json").read_text())
+    data["cells"] = [c for c in data["cells"] if c["id"] != "naive/split-digits/class/1"]
+    (tmp_path / "results.json").write_text(json.dumps(data))
+    assert run_bench(**grid).ran == ["naive/split-digits/class/1"]
+    assert len(run_bench(**{**grid, "epochs": 2}).ran) == 4
+
+
+@pytest.fixture(scope="module")
+def serial_R(tmp_path_factory):
+    out = tmp_path_factory.mktemp("serial")
+    run = run_bench(["naive", "mlp"], ["split-digits"], ["class"], [0, 1], backend="serial",
+                    out=out, **TINY_KW)
+    return {c["id"]: c["R"] for c in run.cells}
+
+
+def test_loky_backend_gives_the_serial_results(tmp_path, serial_R):
+    run = run_bench(["naive", "mlp"], ["split-digits"], ["class"], [0, 1], backend="loky",
+                    n_jobs=2, out=tmp_path, **TINY_KW)
+    assert {c["id"]: c["R"] for c in run.cells} == serial_R
+
+
+def test_dask_local_cluster_gives_the_serial_results(tmp_path, serial_R):
+    distributed = pytest.importorskip("dask.distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        run = run_bench(["naive", "mlp"], ["split-digits"], ["class"], [0, 1], backend="dask",
+                        scheduler=cluster.scheduler_address, out=tmp_path, **TINY_KW)
+    assert {c["id"]: c["R"] for c in run.cells} == serial_R
+    assert json.loads((tmp_path / "results.json").read_text())["grid"]["backend"] == "dask"
+
+
+def test_user_npz_data_split_and_permuted(tmp_path, capsys):
+    digits = load_digits()
+    keep = digits.target < 4
+    np.savez(tmp_path / "mine.npz", X=digits.data[keep] / 16.0, y=digits.target[keep])
+    argv = ["bench", "--data", str(tmp_path / "mine.npz"), "--classes-per-task", "2",
+            "--permuted", "3", "--estimators", "naive", "--scenarios", "class,task",
+            "--seeds", "0", "--backend", "serial", "--out", str(tmp_path / "out"), *TINY]
+    assert main(argv) == 0
+    cells = _cells(tmp_path / "out")
+    assert [(c["stream"], c["scenario"], len(c["R"])) for c in cells] == [
+        ("mine-split", "class", 2), ("mine-split", "task", 2),
+        ("mine-permuted", "domain", 3), ("mine-permuted", "task", 3)]
+    report = (tmp_path / "out" / "REPORT.md").read_text()
+    assert "- 'class' runs as 'domain' on mine-permuted" in report
+
+
+def test_settings_file_in_bench_methods_format(tmp_path, capsys):
+    settings = tmp_path / "settings.py"
+    settings.write_text(textwrap.dedent("""
+        PROTOCOL = dict(hidden_layer_sizes=(8,), batch_size=64)
+        FAMILIES = {"regularization": [
+            ("EWC", "EWCClassifier",
+             {"*": {"ewc_lambda": 3.0}, "split-digits": {"ewc_lambda": 5.0}}),
+        ]}
+        NOTES = {"regularization": ["EWC lambda 5 on split-digits, for a test."]}
+    """))
+    argv = ["bench", "--estimators", "ewc", "--streams", "split-digits", "--scenarios", "task",
+            "--seeds", "0", "--settings", str(settings), "--backend", "serial", "--epochs", "1",
+            "--out", str(tmp_path / "out"), "--quiet"]
+    assert main(argv) == 0
+    params = {c["estimator"]: c["params"] for c in _cells(tmp_path / "out")}
+    assert params["ewc"]["ewc_lambda"] == 5.0 and params["ewc"]["batch_size"] == 64
+    assert params["naive"]["hidden_layer_sizes"] == [8] and "ewc_lambda" not in params["naive"]
+    assert "- EWC lambda 5 on split-digits, for a test." in (tmp_path / "out/REPORT.md").read_text()
+
+
+def test_scenario_rule():
+    split, permuted = load_split_digits(), load_permuted_digits(n_experiences=3)
+    assert stream_scenarios(split, ["class", "task"]) == (["class", "task"], [])
+    assert stream_scenarios(split, ["domain", "class"])[0] == ["class"]
+    scenarios, notes = stream_scenarios(permuted, ["class", "task", "domain"])
+    assert scenarios == ["domain", "task"]
+    assert notes == ["'class' runs as 'domain' on permuted-digits (every experience holds the "
+                     "same classes)."]
+    exp = split[0]
+    shared = TaskStream([exp, Experience(exp.X_train, exp.y_train, exp.X_test, exp.y_test, 0,
+                                         exp.classes)], name="shared")
+    assert stream_scenarios(shared, ["task", "domain"]) == (
+        ["domain"], ["'task' skipped on shared: its experiences share task ids."])
+    with pytest.raises(BenchError, match="unknown scenario 'tasks'"):
+        stream_scenarios(split, ["tasks"])
+
+
+def test_all_is_every_estimator_on_main_and_the_sklearn_baselines():
+    names = estimator_names()
+    assert names[:2] == ["naive", "joint"] and names[-2:] == ["sgd", "mlp"]
+    assert set(names) == set(estimators()) | {"sgd", "mlp"}
+
+
+@pytest.mark.parametrize("extra, start", [
+    (["--estimators", "nope"], "unknown estimator 'nope'; valid: all, naive, joint"),
+    (["--streams", "nope"], "unknown stream 'nope'"),
+    (["--param", "bogus=1"], "no estimator of the grid has parameter bogus"),
+    (["--param", "naive.bogus=1"], "NaiveClassifier has no parameter bogus; valid:"),
+    (["--param", "ewc.ewc_lambda=1"], "--param ewc.ewc_lambda: 'ewc' is not in the grid"),
+    (["--param", "random_state=3"], "random_state comes from --seeds"),
+    (["--permuted", "3"], "--classes-per-task and --permuted go with --data"),
+    (["--data", "missing.npz", "--permuted", "2"], "cannot read missing.npz"),
+    (["--data", "x.npz"], "--data needs --classes-per-task K, --permuted N or both"),
+    (["--scheduler", "tcp://x:1"], "--scheduler is for --backend dask"),
+    (["--seeds", "0,a"], "--seeds takes comma-separated integers"),
+], ids=lambda v: v if isinstance(v, str) else None)
+def test_grid_errors_are_one_line(tmp_path, capsys, extra, start):
+    argv = ["bench", "--estimators", "naive", "--streams", "split-digits", "--out",
+            str(tmp_path), "--quiet"]
+    _one_line_error(capsys, argv + extra, start)
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_skcl_does_not_import_dask_and_a_missing_dask_is_one_line(tmp_path):
+    code = textwrap.dedent("""
+        import sys
+        import skcl, skcl.bench, skcl.cli, skcl.report
+        assert not [m for m in sys.modules if m.split(".")[0] in ("dask", "distributed")]
+        sys.modules["dask"] = None
+        sys.exit(skcl.cli.main(["bench", "--backend", "dask", "--out", sys.argv[1]]))
+    """)
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                          text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("skcl: error: the dask backend needs dask.distributed")
+    assert "pip install 'skcl[dask]'" in proc.stderr and proc.stderr.count("\n") == 1

@@ -555,6 +555,11 @@ def importance_diagonal(
     tensor([[1., 1., 1.],
             [1., 1., 1.]])
     """
+    return _importance(model, X, per_sample_loss, y, power, batch_size, labels=False)
+
+
+def _importance(model, X, per_sample_loss, y, power, batch_size, labels):
+    """importance_diagonal; with ``labels``, y must index the model's outputs."""
     if power not in _MODES or _count(batch_size, "batch_size") < 1:
         raise ValueError(f"need power in (1, 2) and batch_size >= 1, got {power!r}, {batch_size}")
     mode = _MODES[power]
@@ -579,6 +584,10 @@ def importance_diagonal(
         y = torch.as_tensor(y, device=device)
         if y.shape != X.shape[:1]:
             raise ValueError(f"y must have shape ({X.shape[0]},), got {tuple(y.shape)}")
+        if y.dtype in (torch.bool, torch.complex64, torch.complex128) or (
+            y.is_floating_point() and not torch.equal(y, y.round())
+        ):
+            raise TypeError(f"y must hold integer labels, got {y.dtype}")
         y = y.long()
     names = {id(p): n for n, p in params.items()}
     layers = _linear_layers(model, names)
@@ -587,6 +596,11 @@ def importance_diagonal(
     model.eval()
     tap = _LinearTap(layers)
     try:
+        if labels:
+            with torch.no_grad():
+                n_classes = model(X[:1]).shape[-1]
+            if y.min() < 0 or y.max() >= n_classes:
+                raise ValueError(f"labels must lie in [0, {n_classes}), the model's outputs")
         for start in range(0, X.shape[0], batch_size):
             xb = X[start : start + batch_size]
             yb = None if y is None else y[start : start + batch_size]
@@ -654,7 +668,7 @@ def fisher_diagonal(
     """
     if y is None:
         raise ValueError("fisher_diagonal needs the labels y")
-    return importance_diagonal(model, X, _log_likelihood_loss, y, power=2, batch_size=batch_size)
+    return _importance(model, X, _log_likelihood_loss, y, 2, batch_size, labels=True)
 
 
 def mas_importance(

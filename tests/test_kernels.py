@@ -269,10 +269,12 @@ def test_gem_rejects_bad_input(G, g, kwargs, error):
     seed=st.integers(0, 2**16),
     poison=st.sampled_from([None, np.nan, np.inf, -np.inf]),
     dtype=st.sampled_from([np.float32, np.float64]),
+    strided=st.booleans(),
 )
-def test_gem_hypothesis(t, P, seed, poison, dtype):
+def test_gem_hypothesis(t, P, seed, poison, dtype, strided):
     rng = np.random.default_rng(seed)
-    G = rng.standard_normal((t, P)).astype(dtype)
+    G = rng.standard_normal((P, t)).astype(dtype).T if strided else rng.standard_normal((t, P))
+    G = G.astype(dtype, copy=False)
     g = (rng.standard_normal(P) - G.sum(axis=0)).astype(dtype)
     if poison is not None and P > 0:
         g[rng.integers(P)] = poison
@@ -390,6 +392,8 @@ def test_importance_custom_loss_and_errors():
         fisher_diagonal(model, X[:0], np.zeros(0, dtype=int))
     with pytest.raises(ValueError):
         fisher_diagonal(model, X, None)
+    with pytest.raises(TypeError):
+        fisher_diagonal(model, X, np.full(9, 0.5))
     with pytest.raises(ValueError):
         importance_diagonal(model, X, lambda out, _: out[:, 0], power=3)
     with pytest.raises(ValueError):
@@ -399,6 +403,32 @@ def test_importance_custom_loss_and_errors():
     with pytest.raises(ValueError):
         mas_importance(nn.Linear(1, 1), np.array([[1e30]]))
     assert importance_diagonal(nn.ReLU(), X, lambda out, _: out.sum(1)) == {}
+
+
+@FAST
+@given(
+    N=st.integers(0, 9),
+    labels=st.lists(st.integers(-1, 4), min_size=9, max_size=9),
+    poison=st.sampled_from([None, np.nan, np.inf]),
+    strided=st.booleans(),
+    batch_size=st.integers(1, 5),
+)
+def test_fisher_hypothesis(N, labels, poison, strided, batch_size):
+    torch.manual_seed(N)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 3))
+    X = np.random.default_rng(N).standard_normal((3, N)).T if strided else np.ones((N, 3))
+    y = np.array(labels[:N])
+    if poison is not None and N:
+        X = X.copy()
+        X[-1, 1] = poison
+    if N == 0 or poison is not None or (y < 0).any() or (y >= 3).any():
+        with pytest.raises(ValueError):
+            fisher_diagonal(model, X, y, batch_size=batch_size)
+        return
+    got = fisher_diagonal(model, X, y, batch_size=batch_size)
+    ref = importance_loop(model, torch.from_numpy(X).float(), torch.from_numpy(y), 2)
+    for name in ref:
+        assert_close_rel(got[name].numpy(), ref[name].numpy(), 1e-5)
 
 
 @FAST

@@ -111,6 +111,7 @@ def _run_cell(task: _Task, stream: TaskStream) -> dict[str, Any]:
         if not _PROCESS_WARM:
             warm_up()
             _PROCESS_WARM = True
+            start = time.perf_counter()
         random.seed(task.seed)
         np.random.seed(task.seed)  # noqa: NPY002 - the legacy global state, for code reading it
         torch.manual_seed(task.seed)
@@ -127,7 +128,8 @@ def _run_cell(task: _Task, stream: TaskStream) -> dict[str, Any]:
     finally:
         torch.set_num_threads(threads)
     device = getattr(estimator, "device_", None) or task.params.get("device", "cpu")
-    record.update(device=str(device), wall_seconds=time.perf_counter() - start)
+    record.update(device=str(device), wall_seconds=time.perf_counter() - start,
+                  finished_at=datetime.now(timezone.utc).isoformat())
     return record
 
 
@@ -295,7 +297,8 @@ def run_bench(
         Worker processes for ``'loky'`` and a local Dask cluster; defaults to
         the number of CPUs divided by ``threads``.
     scheduler : str, optional
-        Address of a running Dask scheduler (``'dask'`` backend only).
+        Address of a running Dask scheduler (``'dask'`` backend only); its
+        workers need skcl installed.
     out : str or path-like, default='bench_output'
         Output folder. Cells already in its ``results.json`` with the same
         settings and status ``'ok'`` are not run again.

@@ -199,6 +199,10 @@ def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _slug(*parts: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", "-".join(parts)).strip("-")
 
@@ -329,18 +333,30 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def _settings(results: dict[str, Any]) -> list[str]:
-    """Each estimator's parameters, per stream where they differ."""
-    lines = []
-    for name, info in results.get("estimators", {}).items():
-        per_stream = info.get("params", {})
+    """Parameters all skcl estimators share, then each one's own (per stream where they differ)."""
+    infos = results.get("estimators", {})
+    is_skcl = {name: str(info.get("class", "")).startswith("skcl.") for name, info in infos.items()}
+    shared = [p for name, info in infos.items() if is_skcl[name]
+              for p in info.get("params", {}).values()]
+    common = {k: v for k, v in shared[0].items() if all(p.get(k) == v for p in shared)} \
+        if shared else {}
+    lines = [f"- every skcl estimator: {_params_text(common)}"] if common else []
+    for name, info in infos.items():
+        per_stream = {stream: {k: v for k, v in params.items()
+                               if not (is_skcl[name] and k in common)}
+                      for stream, params in info.get("params", {}).items()}
         distinct = {repr(p) for p in per_stream.values()}
         shown = per_stream.items() if len(distinct) > 1 else list(per_stream.items())[:1]
         for stream, params in shown:
             where = f" on {stream}" if len(distinct) > 1 else ""
-            text = ", ".join(f"{k}={v}" for k, v in sorted(params.items())) or "defaults"
+            text = _params_text(params) or ("no others" if is_skcl[name] else "defaults")
             lines.append(f"- {info.get('label', name)} (`{info.get('class', name)}`){where}: "
                          f"{text}")
     return lines
+
+
+def _params_text(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(params.items()))
 
 
 def write_report(results: dict[str, Any], out: str | os.PathLike) -> Path:
@@ -382,12 +398,14 @@ def write_report(results: dict[str, Any], out: str | os.PathLike) -> Path:
     devices = sorted({str(c.get("device")) for c in cells if c.get("device")})
     lines = ["# skcl benchmark report", ""]
     if grid:
+        workers = "" if grid["n_jobs"] is None else f", {_count(grid['n_jobs'], 'worker')}"
         lines += [
-            f"{len(grid['estimators'])} estimators × {len(grid['streams'])} streams × "
-            f"scenarios {', '.join(grid['scenarios'])} × seeds "
-            f"{', '.join(map(str, grid['seeds']))}; {grid['epochs']} epochs per experience; "
-            f"{grid['threads']} torch thread(s) per cell on {', '.join(devices) or 'n/a'}; "
-            f"backend {grid['backend']} ({grid['n_jobs']} worker(s)).",
+            f"{_count(len(grid['estimators']), 'estimator')} × streams "
+            f"{', '.join(grid['streams'])} × scenarios {', '.join(grid['scenarios'])} × seeds "
+            f"{', '.join(map(str, grid['seeds']))}; {_count(grid['epochs'], 'epoch')} per "
+            f"experience; {_count(grid['threads'], 'torch thread')} per cell on "
+            f"{', '.join(devices) or 'n/a'}; backend {grid['backend']}{workers}; the last "
+            f"invocation took {results.get('wall_seconds', float('nan')) / 60:.1f} min.",
             "",
         ]
     if env:

@@ -114,20 +114,29 @@ inline bool herding_select(const float* F, int64_t n, int64_t d, int64_t m, int6
     // superset of the rows that can reach the global one), publishes its best
     // in the slot of the pick's parity, and after the barrier all threads
     // reduce the slots alike.
+    // Contention guard: threads also publish how long they computed and how long
+    // they then waited at the barrier. Once the waiting outweighs the computing
+    // (the cores are shared with other processes, so a thread sits descheduled
+    // while the others wait for it), thread 0 takes every row for the remaining
+    // picks and the others leave. Picks do not depend on the partition.
     constexpr int64_t kRows = 4;
     const int64_t n_row_blocks = (n + kRows - 1) / kRows;
     const int n_threads = parallel ? num_threads() : 1;
     std::vector<double> slot_score(2 * static_cast<size_t>(n_threads), inf);
     std::vector<int64_t> slot_index(2 * static_cast<size_t>(n_threads), -1);
+    std::vector<double> slot_busy(2 * static_cast<size_t>(n_threads), 0.0);
+    std::vector<double> slot_idle(2 * static_cast<size_t>(n_threads), 0.0);
 #pragma omp parallel num_threads(n_threads) if (parallel)
     {
-        const int team = team_size(), tid = thread_id();
-        const int64_t b0 = n_row_blocks * tid / team, b1 = n_row_blocks * (tid + 1) / team;
-        const int64_t lo = std::min(n, b0 * kRows), hi = std::min(n, b1 * kRows);
+        int team = team_size();
+        const int tid = thread_id();
+        int64_t b0 = n_row_blocks * tid / team, b1 = n_row_blocks * (tid + 1) / team;
+        int64_t lo = std::min(n, b0 * kRows), hi = std::min(n, b1 * kRows);
         std::vector<double> S(static_cast<size_t>(d), 0.0);
         const float* f_j = nullptr;
-        double norm_j = 0.0;
+        double norm_j = 0.0, busy_total = 0.0, idle_total = 0.0, idle_last = 0.0;
         for (int64_t k = 1; k <= m; ++k) {
+            const double start = seconds_now();
             const double two_k = 2.0 * static_cast<double>(k);
             double high = inf;
             for (int64_t b = b0; b < b1; ++b) {
@@ -163,13 +172,29 @@ inline bool herding_select(const float* F, int64_t n, int64_t d, int64_t m, int6
                     arg = i;
                 }
             }
+            const double done = seconds_now();
+            if (team == 1) {
+                if (arg >= 0) {
+                    out[k - 1] = arg;
+                    taken[arg] = 1;
+                }
+                f_j = F + out[k - 1] * d;
+                norm_j = norm[out[k - 1]];
+                for (int64_t c = 0; c < d; ++c) S[c] += f_j[c];
+                continue;
+            }
             const size_t slot = static_cast<size_t>(k & 1) * n_threads;
             slot_score[slot + tid] = best;
             slot_index[slot + tid] = arg;
+            slot_busy[slot + tid] = done - start;
+            slot_idle[slot + tid] = idle_last;
 #pragma omp barrier
+            idle_last = seconds_now() - done;
             double s = inf;
             int64_t j = -1;
             for (int th = 0; th < team; ++th) {
+                busy_total += slot_busy[slot + th];
+                idle_total += slot_idle[slot + th];
                 const int64_t i = slot_index[slot + th];
                 if (i < 0) continue;
                 if (j < 0 || slot_score[slot + th] < s || (slot_score[slot + th] == s && i < j)) {
@@ -182,6 +207,14 @@ inline bool herding_select(const float* F, int64_t n, int64_t d, int64_t m, int6
             f_j = F + j * d;
             norm_j = norm[j];
             for (int64_t c = 0; c < d; ++c) S[c] += f_j[c];
+            if (k >= 4 && idle_total > busy_total) {
+                if (tid != 0) break;
+                team = 1;
+                b0 = 0;
+                b1 = n_row_blocks;
+                lo = 0;
+                hi = n;
+            }
         }
     }
     return true;

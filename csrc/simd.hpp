@@ -7,6 +7,7 @@
 // so no pointer needs any alignment.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
@@ -73,6 +74,12 @@ inline double hsum_double(vfloat v) { return hsum(to_double(v)); }
 // team and meeting at barriers costs more than it saves there, and much more
 // when the cores are shared with other processes.
 inline constexpr int64_t kParallelWork = int64_t{1} << 20;
+
+// Wall-clock seconds from a monotonic clock.
+inline double seconds_now() {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
 
 inline int num_threads() {
 #ifdef _OPENMP

@@ -124,7 +124,7 @@ void accumulate_outer(const float* D, const float* A, int64_t B, int64_t O, int6
 template <ElementOp op>
 void accumulate_rows(const float* X, int64_t B, int64_t K, float* out) {
     const int64_t chunk = 4096;
-#pragma omp parallel for schedule(static) if (B * K >= kParallelWork)
+#pragma omp parallel for schedule(dynamic) if (B * K >= kParallelWork)
     for (int64_t c0 = 0; c0 < K; c0 += chunk) {
         const int64_t c1 = std::min(K, c0 + chunk);
         for (int64_t b = 0; b < B; ++b) {

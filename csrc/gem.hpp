@@ -109,17 +109,22 @@ inline void gem_gram(const float* G, const float* g, int64_t t, int64_t P, doubl
     chunk = std::max<int64_t>(8 * kVF, std::min<int64_t>(8192, chunk)) / kVF * kVF;
     const int64_t P_vec = P / kVF * kVF;
 
+    // Chunks are grouped into runs handed to threads on demand (a thread that
+    // gets descheduled does not hold up the others), each run summing into its
+    // own partial Gram matrix; the runs are added in order, so the result does
+    // not depend on which thread took which run.
     const int64_t n_chunks = (P_vec + chunk - 1) / chunk;
-    const int n_threads = num_threads();
-    std::vector<double> partial(static_cast<size_t>(n_threads) * r * r, 0.0);
-#pragma omp parallel num_threads(n_threads) if (r * r * P >= 2 * kParallelWork)
-    {
-        const int team = team_size(), tid = thread_id();
-        double* acc = partial.data() + static_cast<size_t>(tid) * r * r;
-        const int64_t k1 = n_chunks * (tid + 1) / team;
-        for (int64_t k = n_chunks * tid / team; k < k1; ++k) {
+    const bool parallel = r * r * P >= 2 * kParallelWork && num_threads() > 1;
+    const int64_t n_runs =
+        std::max<int64_t>(1, std::min<int64_t>(n_chunks, parallel ? 8 * num_threads() : 1));
+    std::vector<double> partial(static_cast<size_t>(n_runs) * r * r, 0.0);
+#pragma omp parallel for schedule(dynamic, 1) if (parallel)
+    for (int64_t run = 0; run < n_runs; ++run) {
+        double* acc = partial.data() + static_cast<size_t>(run) * r * r;
+        const int64_t k1 = n_chunks * (run + 1) / n_runs;
+        for (int64_t k = n_chunks * run / n_runs; k < k1; ++k) {
             const int64_t c0 = k * chunk, c1 = std::min(P_vec, c0 + chunk);
-            // Columns of this thread's next chunk, prefetched while this one is computed.
+            // Columns of the run's next chunk, prefetched while this one is computed.
             const int64_t ahead = k + 1 < k1 ? std::min(chunk, P_vec - c1) : 0;
             for (int64_t bi = 0; bi < n_blocks; ++bi) {
                 const int64_t i0 = bi * kRowBlock;
@@ -135,8 +140,8 @@ inline void gem_gram(const float* G, const float* g, int64_t t, int64_t P, doubl
         }
     }
     std::fill(gram, gram + r * r, 0.0);
-    for (int th = 0; th < n_threads; ++th) {
-        const double* acc = partial.data() + static_cast<size_t>(th) * r * r;
+    for (int64_t run = 0; run < n_runs; ++run) {
+        const double* acc = partial.data() + static_cast<size_t>(run) * r * r;
         for (int64_t i = 0; i < r * r; ++i) gram[i] += acc[i];
     }
     for (int64_t i = 0; i < r; ++i) {
@@ -156,7 +161,7 @@ inline void gem_apply(const float* G, const float* g, const double* v, int64_t t
     constexpr int64_t chunk = 2048;
     std::vector<float> v32(v, v + t);
     const int64_t P_vec = P / kVF * kVF;
-#pragma omp parallel for schedule(static) if ((t + 1) * P >= kParallelWork)
+#pragma omp parallel for schedule(dynamic, 8) if ((t + 1) * P >= kParallelWork)
     for (int64_t c0 = 0; c0 < P_vec; c0 += chunk) {
         const int64_t c1 = std::min(P_vec, c0 + chunk);
         std::copy(g + c0, g + c1, out + c0);

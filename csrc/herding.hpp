@@ -66,7 +66,7 @@ inline bool herding_select(const float* F, int64_t n, int64_t d, int64_t m, int6
     const int64_t col_block = 64;
     const int64_t n_col_blocks = (d + col_block - 1) / col_block;
     const bool parallel = n * d >= kParallelWork && num_threads() > 1;
-#pragma omp parallel for schedule(static) if (parallel)
+#pragma omp parallel for schedule(dynamic) if (parallel)
     for (int64_t cb = 0; cb < n_col_blocks; ++cb) {
         const int64_t c0 = cb * col_block, c1 = std::min(d, c0 + col_block);
         double sums[col_block] = {};
@@ -82,7 +82,7 @@ inline bool herding_select(const float* F, int64_t n, int64_t d, int64_t m, int6
     std::vector<double> norm2(n), norm(n), f_mu(n), s_f(n, 0.0), err(n, 0.0), score(n);
     std::vector<unsigned char> taken(n, 0);
     int finite = 1;
-#pragma omp parallel for schedule(static) reduction(&& : finite) if (parallel)
+#pragma omp parallel for schedule(dynamic, 256) reduction(&& : finite) if (parallel)
     for (int64_t i = 0; i < n; ++i) {
         const float* row = F + i * d;
         double nn = 0.0;

@@ -178,7 +178,9 @@ inline void gem_apply(const float* G, const float* g, const double* v, int64_t t
         for (; k < t; ++k) {
             const float* r0 = G + k * P;
             const vfloat v0 = vbroadcast(v32[k]);
-            for (int64_t c = c0; c < c1; c += kVF) vstore(out + c, vload(out + c) + v0 * vload(r0 + c));
+            for (int64_t c = c0; c < c1; c += kVF) {
+                vstore(out + c, vload(out + c) + v0 * vload(r0 + c));
+            }
         }
     }
     for (int64_t c = P_vec; c < P; ++c) {

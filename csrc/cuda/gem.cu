@@ -37,8 +37,9 @@ __device__ inline void tile_coords(int id, int nb, int* bi, int* bj) {
     *bj = b + id;
 }
 
-__global__ void __launch_bounds__(kMaxWarps * 32) gram_kernel(const float* G, const float* g, int64_t t, int64_t P, int rows_pad,
-                            int n_tiles, int chunk, double* gram) {
+__global__ void __launch_bounds__(kMaxWarps * 32)
+    gram_kernel(const float* G, const float* g, int64_t t, int64_t P, int rows_pad, int n_tiles,
+                int chunk, double* gram) {
     extern __shared__ float rows[];  // rows_pad x chunk
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int tile = blockIdx.y * (blockDim.x / 32) + warp;

@@ -212,7 +212,9 @@ __global__ void __launch_bounds__(kThreads) pick(const float* F, int64_t n, int6
 int multiprocessors() {
     int device = 0, sms = 0;
     if (cudaGetDevice(&device) != cudaSuccess) return 1;
-    if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) return 1;
+    if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
+        return 1;
+    }
     return sms > 0 ? sms : 1;
 }
 
@@ -245,13 +247,14 @@ cudaError_t herding(const float* F, int64_t n, int64_t d, int64_t m, int64_t* ou
     int64_t blocks = 4 * static_cast<int64_t>(sms);
     if (blocks > kMaxBlocks) blocks = kMaxBlocks;
     if (blocks > row_blocks) blocks = row_blocks;
-    row_stats<<<static_cast<unsigned int>(blocks), kThreads, 0, stream>>>(F, n, d, ws);
+    const unsigned int grid = static_cast<unsigned int>(blocks);
+    row_stats<<<grid, kThreads, 0, stream>>>(F, n, d, ws);
     const bool vec4 = d % 4 == 0 && reinterpret_cast<uintptr_t>(F) % 16 == 0;
     for (int64_t k = 1; k <= m; ++k) {
         if (vec4) {
-            pick<true><<<static_cast<unsigned int>(blocks), kThreads, 0, stream>>>(F, n, d, k, out, ws);
+            pick<true><<<grid, kThreads, 0, stream>>>(F, n, d, k, out, ws);
         } else {
-            pick<false><<<static_cast<unsigned int>(blocks), kThreads, 0, stream>>>(F, n, d, k, out, ws);
+            pick<false><<<grid, kThreads, 0, stream>>>(F, n, d, k, out, ws);
         }
     }
     err = cudaGetLastError();

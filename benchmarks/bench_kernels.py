@@ -521,6 +521,12 @@ def main(argv=None) -> None:
         report["fisher"] = bench_fisher(
             device, [1000] if args.quick else [1000, 10000], args.repeats, log
         )
+    if device.type == "cpu":
+        report["notes"].append(
+            "GPU goals, for the record: " + "; ".join(GOALS["cuda"].values()) + ". GPU figures "
+            "pending: this run had no CUDA device. The same script on a CUDA machine (device "
+            "auto-detected) writes kernels_cuda.json and kernels_cuda.md."
+        )
     env["load_after"] = [round(x, 2) for x in os.getloadavg()]
     env["total_s"] = round(time.perf_counter() - start, 1)
     args.out_dir.mkdir(parents=True, exist_ok=True)

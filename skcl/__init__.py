@@ -7,9 +7,14 @@ from skcl.base import ContinualClassifier
 from skcl.strategies import (
     CumulativeClassifier,
     EnsembleClassifier,
+    EWCClassifier,
+    IMMClassifier,
     JointClassifier,
+    LwFClassifier,
+    MASClassifier,
     MultiHeadClassifier,
     NaiveClassifier,
+    SIClassifier,
 )
 
 __version__ = "0.1.0"
@@ -17,8 +22,13 @@ __version__ = "0.1.0"
 __all__ = [
     "ContinualClassifier",
     "CumulativeClassifier",
+    "EWCClassifier",
     "EnsembleClassifier",
+    "IMMClassifier",
     "JointClassifier",
+    "LwFClassifier",
+    "MASClassifier",
     "MultiHeadClassifier",
     "NaiveClassifier",
+    "SIClassifier",
 ]

@@ -7,11 +7,19 @@ from skcl.strategies.baselines import (
     JointClassifier,
     NaiveClassifier,
 )
+from skcl.strategies.imm import IMMClassifier
+from skcl.strategies.lwf import LwFClassifier
+from skcl.strategies.regularization import EWCClassifier, MASClassifier, SIClassifier
 
 __all__ = [
     "CumulativeClassifier",
+    "EWCClassifier",
     "EnsembleClassifier",
+    "IMMClassifier",
     "JointClassifier",
+    "LwFClassifier",
+    "MASClassifier",
     "MultiHeadClassifier",
     "NaiveClassifier",
+    "SIClassifier",
 ]

@@ -1,0 +1,275 @@
+r"""Incremental moment matching: merge the per-task posteriors into one network."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from numbers import Integral, Real
+
+import torch
+from sklearn.utils._param_validation import Interval, StrOptions
+from torch.func import functional_call
+
+from skcl.kernels import fisher_diagonal
+from skcl.strategies.regularization import ImportancePenalty
+
+Params = dict[str, torch.Tensor]
+
+
+def _merge(solutions: Sequence[Params], weights: Sequence[Params] | None) -> Params:
+    """Element-wise weighted mean of the solutions (uniform weights when ``None``).
+
+    A solution may have fewer output units (rows) than a later one: each row is
+    averaged over the solutions that have it. Where every weight of an element
+    is zero, the uniform mean is taken.
+    """
+    merged = {}
+    for name in solutions[-1]:
+        rows = max(s[name].shape[0] for s in solutions if name in s)
+        shape = (rows, *solutions[-1][name].shape[1:])
+        like = solutions[-1][name]
+        total, count = like.new_zeros(shape), like.new_zeros(shape)
+        weighted, weight_sum = like.new_zeros(shape), like.new_zeros(shape)
+        for k, solution in enumerate(solutions):
+            if name not in solution:
+                continue
+            theta = solution[name]
+            n = theta.shape[0]
+            total[:n] += theta
+            count[:n] += 1
+            if weights is not None:
+                w = weights[k][name]
+                weighted[:n] += w * theta
+                weight_sum[:n] += w
+        mean = total / count
+        if weights is None:
+            merged[name] = mean
+        else:
+            merged[name] = torch.where(weight_sum > 0, weighted / weight_sum, mean)
+    return merged
+
+
+def mean_imm(solutions: Sequence[Params]) -> Params:
+    r"""Mean-IMM (Lee et al., NeurIPS 2017, Eq. 3): :math:`\theta_{1:K} = \frac1K \sum_k \theta_k`.
+
+    Parameters
+    ----------
+    solutions : sequence of dict of str to Tensor
+        The parameters :math:`\theta_k` at the end of each task, by name.
+
+    Returns
+    -------
+    merged : dict of str to Tensor
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skcl.strategies.imm import mean_imm
+    >>> mean_imm([{"w": torch.tensor([0.0, 2.0])}, {"w": torch.tensor([2.0, 4.0])}])["w"]
+    tensor([1., 3.])
+    """
+    return _merge(solutions, None)
+
+
+def mode_imm(solutions: Sequence[Params], fishers: Sequence[Params]) -> Params:
+    r"""Mode-IMM (Lee et al., NeurIPS 2017, Eq. 4-5) with diagonal Fisher information.
+
+    .. math:: \theta_{1:K} = \Big(\sum_k F_k\Big)^{-1} \sum_k F_k \theta_k
+
+    element-wise: the mode of the product of the tasks' Laplace-approximated
+    posteriors (uniform mixing ratios :math:`\alpha_k` cancel out). Elements
+    no task gives Fisher information take the mean.
+
+    Parameters
+    ----------
+    solutions : sequence of dict of str to Tensor
+        The parameters :math:`\theta_k` at the end of each task, by name.
+    fishers : sequence of dict of str to Tensor
+        The diagonal Fisher :math:`F_k` of each task, shaped like its solution.
+
+    Returns
+    -------
+    merged : dict of str to Tensor
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skcl.strategies.imm import mode_imm
+    >>> thetas = [{"w": torch.tensor([0.0, 2.0])}, {"w": torch.tensor([2.0, 4.0])}]
+    >>> fishers = [{"w": torch.tensor([3.0, 0.0])}, {"w": torch.tensor([1.0, 0.0])}]
+    >>> mode_imm(thetas, fishers)["w"]
+    tensor([0.5000, 3.0000])
+    """
+    if len(fishers) != len(solutions):
+        raise ValueError(f"{len(solutions)} solutions but {len(fishers)} Fishers")
+    return _merge(solutions, fishers)
+
+
+class IMMClassifier(ImportancePenalty):
+    r"""Incremental moment matching (Lee et al., NeurIPS 2017).
+
+    Each task :math:`k` is learned in turn; its solution :math:`\theta_k` and
+    diagonal Fisher :math:`F_k` (exact per-sample empirical Fisher,
+    :func:`skcl.kernels.fisher_diagonal`, on up to ``fisher_samples`` samples)
+    are kept, and when the task ends the tasks' Gaussian posteriors are merged
+    into the network that predicts:
+
+    - ``merge='mean'`` (mean-IMM): :math:`\theta_{1:K} = \frac1K \sum_k \theta_k`;
+    - ``merge='mode'`` (mode-IMM): :math:`\theta_{1:K} = (\sum_k F_k)^{-1} \sum_k F_k \theta_k`.
+
+    The transfer techniques of the paper shape the solutions so they merge well:
+    weight-transfer starts each task from the previous task's solution
+    (otherwise every task starts from the initial weights), and L2-transfer
+    trains task :math:`k` on
+    :math:`\mathcal{L}_k(\theta) + \lambda \lVert \theta - \theta_{k-1} \rVert_2^2`
+    (the quadratic penalty of :class:`~skcl.strategies.regularization.ImportancePenalty`
+    with unit importance). Training continues from each task's own solution;
+    the merged parameters are used for prediction once a task has ended
+    (while a task is open, the network being trained predicts). Output units
+    added by a later task are merged over the solutions that have them.
+
+    Parameters
+    ----------
+    merge : {'mean', 'mode'}, default='mean'
+        Mean-IMM or mode-IMM.
+    weight_transfer : bool, default=True
+        Start each task from the previous solution (else from the initial weights).
+    l2_transfer : float, default=0.0
+        :math:`\lambda` of L2-transfer; 0 disables it.
+    fisher_samples : int, default=1000
+        Samples of each task its Fisher is computed on (a reservoir sample).
+    clip_stiffness : bool, default=True
+        Clip the L2-transfer curvature :math:`2\lambda` to :math:`(1 + \mu) / \eta`
+        under SGD (see :mod:`skcl.strategies.regularization`).
+    hidden_layer_sizes, backbone, optimizer, learning_rate, momentum, batch_size, \
+max_epochs, device, random_state, verbose
+        As in :class:`~skcl.base.ContinualClassifier`.
+
+    Attributes
+    ----------
+    solutions_ : list of dict of str to Tensor
+        :math:`\theta_k` of every task ended.
+    fishers_ : list of dict of str to Tensor
+        :math:`F_k` of every task ended.
+    merged_ : dict of str to Tensor or None
+        The merged parameters the model predicts with.
+
+    Examples
+    --------
+    >>> from skcl import IMMClassifier
+    >>> from skcl.datasets import load_permuted_digits
+    >>> stream = load_permuted_digits(n_experiences=3)
+    >>> clf = IMMClassifier(merge="mode", hidden_layer_sizes=(64,), random_state=0)
+    >>> for exp in stream:
+    ...     for _ in range(2):
+    ...         clf = clf.partial_fit(exp.X_train, exp.y_train, task_id=exp.task_id)
+    >>> clf = clf.end_task()
+    >>> len(clf.solutions_), clf.score(stream[0].X_test, stream[0].y_test) > 0.5
+    (3, True)
+    """
+
+    _strength = ("l2_transfer", 2.0)
+    _parameter_constraints: dict = {
+        **ImportancePenalty._parameter_constraints,
+        "merge": [StrOptions({"mean", "mode"})],
+        "weight_transfer": ["boolean"],
+        "l2_transfer": [Interval(Real, 0, None, closed="left")],
+        "fisher_samples": [Interval(Integral, 1, None, closed="left")],
+    }
+
+    def __init__(
+        self,
+        merge="mean",
+        weight_transfer=True,
+        l2_transfer=0.0,
+        fisher_samples=1000,
+        clip_stiffness=True,
+        hidden_layer_sizes=(256, 256),
+        backbone=None,
+        optimizer="sgd",
+        learning_rate=0.05,
+        momentum=0.9,
+        batch_size=32,
+        max_epochs=5,
+        device="auto",
+        random_state=None,
+        verbose=0,
+    ):
+        super().__init__(
+            hidden_layer_sizes=hidden_layer_sizes, backbone=backbone, optimizer=optimizer,
+            learning_rate=learning_rate, momentum=momentum, batch_size=batch_size,
+            max_epochs=max_epochs, device=device, random_state=random_state, verbose=verbose,
+        )
+        self.merge = merge
+        self.weight_transfer = weight_transfer
+        self.l2_transfer = l2_transfer
+        self.fisher_samples = fisher_samples
+        self.clip_stiffness = clip_stiffness
+
+    @classmethod
+    def _unit_test_params(cls) -> dict:
+        return {**super()._unit_test_params(), "fisher_samples": 64}
+
+    def _initialize(self) -> None:
+        super()._initialize()
+        self.solutions_: list[Params] = []
+        self.fishers_: list[Params] = []
+        self.merged_: Params | None = None
+        self._initial_: Params = {}
+        self._record_initial()
+
+    def _sample_size(self) -> int:
+        return self.fisher_samples
+
+    def _before_task(self, task: int) -> None:
+        self._record_initial()
+        if not self.weight_transfer and self.solutions_:
+            with torch.no_grad():
+                for name, p in self.network_.named_parameters():
+                    p.copy_(self._initial_[name])
+        super()._before_task(task)
+
+    def _observe(self, X, y, weight, task) -> None:
+        self._record_initial()
+        super()._observe(X, y, weight, task)
+
+    def _after_task(self, task: int) -> None:
+        self.solutions_.append(self._trained_parameters())
+        X, y = self._task_tensors()
+        if X is None:
+            fisher = {name: torch.zeros_like(p) for name, p in self.solutions_[-1].items()}
+        else:
+            fisher = self._importance_kernel(fisher_diagonal, X, y)
+        self.fishers_.append(fisher)
+        if self.merge == "mode":
+            self.merged_ = mode_imm(self.solutions_, self.fishers_)
+        else:
+            self.merged_ = mean_imm(self.solutions_)
+        super()._after_task(task)
+
+    def _importance(self, task: int) -> Params | None:
+        if self.l2_transfer == 0:
+            return None
+        return {name: torch.ones_like(p) for name, p in self._trained_parameters().items()}
+
+    def _consolidate(self, importance: Params) -> None:
+        self.importance_ = {}
+        super()._consolidate(importance)
+
+    def _predict_scores(self, X: torch.Tensor, task: torch.Tensor | None) -> torch.Tensor:
+        if self.current_task_ is not None or self.merged_ is None:
+            return super()._predict_scores(X, task)
+        params = {}
+        for name, p in self.network_.named_parameters():
+            merged = self.merged_[name]
+            rows = merged.shape[0]
+            params[name] = merged if rows == p.shape[0] else torch.cat([merged, p[rows:]])
+        return self._class_scores(functional_call(self.network_, params, (X, task)))
+
+    def _record_initial(self) -> None:
+        """Remember the initial values of parameters and of output units added since."""
+        for name, p in self.network_.named_parameters():
+            start = self._initial_.get(name)
+            if start is None:
+                self._initial_[name] = p.detach().clone()
+            elif start.shape[0] != p.shape[0]:
+                self._initial_[name] = torch.cat([start, p.detach()[start.shape[0]:].clone()])

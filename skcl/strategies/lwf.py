@@ -1,0 +1,126 @@
+r"""Learning without forgetting: distillation of the previous model's outputs on new data."""
+
+from __future__ import annotations
+
+import copy
+from numbers import Real
+
+import torch
+from sklearn.utils._param_validation import Interval
+from torch.nn import functional as F
+
+from skcl.base import Batch, ContinualClassifier
+
+
+class LwFClassifier(ContinualClassifier):
+    r"""Learning without forgetting (Li & Hoiem, ECCV 2016 / TPAMI 2017).
+
+    When a task ends, a frozen copy of the network is kept. While the next
+    tasks train, the copy's outputs on the *new* data are the soft targets of
+    the units that existed then (the old classes' outputs, all classes seen so
+    far when the classes are shared across tasks):
+
+    .. math:: \mathcal{L} = \mathcal{L}_{CE}(y, \hat y)
+              + \alpha \, \mathcal{L}_{old}, \qquad
+              \mathcal{L}_{old} = -\sum_{j \in \text{old}} y'_{o,j} \log \hat y'_{o,j},
+
+    with :math:`y'_o = \mathrm{softmax}(z_{prev} / T)` and
+    :math:`\hat y'_o = \mathrm{softmax}(z / T)` over the old units, :math:`z`
+    and :math:`z_{prev}` the current and the frozen network's logits. No sample
+    of an old task is kept: only the previous model. The paper's warm-up step
+    (training the new units alone before the whole network) is not done; the
+    new units simply train with the rest.
+
+    Parameters
+    ----------
+    alpha : float, default=1.0
+        :math:`\alpha` (the paper's :math:`\lambda_o`), weight of the distillation loss.
+    T : float, default=2.0
+        Temperature :math:`T` of the soft targets.
+    hidden_layer_sizes, backbone, optimizer, learning_rate, momentum, batch_size, \
+max_epochs, device, random_state, verbose
+        As in :class:`~skcl.base.ContinualClassifier`.
+
+    Attributes
+    ----------
+    previous_network_ : torch.nn.Module or None
+        The frozen network as the last task ended (``None`` before).
+    n_old_units_ : int
+        Its number of output units, the units distilled.
+
+    Examples
+    --------
+    >>> from skcl import LwFClassifier
+    >>> from skcl.datasets import load_split_digits
+    >>> stream = load_split_digits()
+    >>> clf = LwFClassifier(alpha=1.0, T=2.0, hidden_layer_sizes=(64,), random_state=0)
+    >>> for exp in stream:
+    ...     for _ in range(2):
+    ...         clf = clf.partial_fit(exp.X_train, exp.y_train, task_id=exp.task_id)
+    >>> clf.n_old_units_
+    8
+    """
+
+    _parameter_constraints: dict = {
+        **ContinualClassifier._parameter_constraints,
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "T": [Interval(Real, 0, None, closed="neither")],
+    }
+
+    def __init__(
+        self,
+        alpha=1.0,
+        T=2.0,
+        hidden_layer_sizes=(256, 256),
+        backbone=None,
+        optimizer="sgd",
+        learning_rate=0.05,
+        momentum=0.9,
+        batch_size=32,
+        max_epochs=5,
+        device="auto",
+        random_state=None,
+        verbose=0,
+    ):
+        super().__init__(
+            hidden_layer_sizes=hidden_layer_sizes, backbone=backbone, optimizer=optimizer,
+            learning_rate=learning_rate, momentum=momentum, batch_size=batch_size,
+            max_epochs=max_epochs, device=device, random_state=random_state, verbose=verbose,
+        )
+        self.alpha = alpha
+        self.T = T
+
+    def _initialize(self) -> None:
+        super()._initialize()
+        self.previous_network_: torch.nn.Module | None = None
+        self.n_old_units_ = 0
+
+    def _before_task(self, task: int) -> None:
+        super()._before_task(task)
+        self._trained_units_ = len(self._unit_labels_)
+
+    def _observe(self, X, y, weight, task) -> None:
+        # A new task id adds its units before the previous task closes: remember the
+        # units the task trained, the ones its successor distils.
+        self._trained_units_ = len(self._unit_labels_)
+        super()._observe(X, y, weight, task)
+
+    def _loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        loss = super()._loss(logits, batch)
+        if self.previous_network_ is None or self.n_old_units_ == 0:
+            return loss
+        n = self.n_old_units_
+        with torch.no_grad():
+            targets = F.softmax(self.previous_network_(batch.X, batch.task)[:, :n] / self.T, 1)
+        log_probs = F.log_softmax(logits[:, :n] / self.T, dim=1)
+        distill = -(targets * log_probs).sum(dim=1)
+        if batch.weight is not None:
+            distill = distill * batch.weight
+        return loss + self.alpha * distill.mean()
+
+    def _after_task(self, task: int) -> None:
+        super()._after_task(task)
+        previous = copy.deepcopy(self.network_).eval()
+        previous.requires_grad_(False)
+        self.previous_network_ = previous
+        self.n_old_units_ = self._trained_units_

@@ -1,0 +1,376 @@
+"""Must-show properties of the regularization family (METHODS.md) and its shared penalty."""
+
+import copy
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from skcl import (
+    EWCClassifier,
+    IMMClassifier,
+    LwFClassifier,
+    MASClassifier,
+    NaiveClassifier,
+    SIClassifier,
+)
+from skcl.base import Batch
+from skcl.datasets import load_permuted_digits, load_split_digits
+from skcl.strategies.imm import mean_imm, mode_imm
+from skcl.strategies.regularization import ImportancePenalty, TaskSample
+
+SMALL = dict(hidden_layer_sizes=(32,), batch_size=32, device="cpu", random_state=0)
+PROTOCOL = dict(hidden_layer_sizes=(256, 256), learning_rate=0.05, momentum=0.9,
+                batch_size=32, device="cpu", random_state=0)
+# estimator class, the parameter that sets its strength, a positive strength
+STRENGTHS = [
+    (EWCClassifier, "ewc_lambda", 1e3),
+    (SIClassifier, "si_c", 1.0),
+    (MASClassifier, "mas_lambda", 1.0),
+    (LwFClassifier, "alpha", 1.0),
+]
+PENALTIES = [(EWCClassifier, {}), (SIClassifier, {}), (MASClassifier, {}),
+             (IMMClassifier, {"l2_transfer": 1.0})]
+
+
+@pytest.fixture(scope="module")
+def permuted():
+    return load_permuted_digits(n_experiences=3)
+
+
+@pytest.fixture(scope="module")
+def split():
+    return load_split_digits()
+
+
+def train(clf, stream, epochs=2, end=True):
+    for exp in stream:
+        for _ in range(epochs):
+            clf.partial_fit(exp.X_train, exp.y_train, task_id=exp.task_id)
+    if end:
+        clf.end_task()
+    return clf
+
+
+def params(clf):
+    return {n: p.detach().clone() for n, p in clf.network_.named_parameters()}
+
+
+# ---------------------------------------------------------------- the shared penalty
+
+
+@pytest.mark.parametrize("cls, extra", PENALTIES, ids=lambda v: getattr(v, "__name__", ""))
+def test_penalty_is_zero_on_the_first_task_and_positive_after(cls, extra, permuted):
+    clf = cls(**SMALL, **extra)
+    train(clf, permuted[:1], end=False)
+    assert clf._penalty() is None
+    train(clf, permuted[1:2], epochs=1, end=False)
+    assert clf._penalty().item() > 0
+
+
+@pytest.mark.parametrize("cls, extra", PENALTIES, ids=lambda v: getattr(v, "__name__", ""))
+def test_anchor_is_a_detached_clone_of_the_task_end_weights(cls, extra, permuted):
+    clf = train(cls(**SMALL, **extra), permuted[:1])
+    end_of_first = params(clf)
+    train(clf, permuted[1:2], end=False)
+    live = dict(clf.network_.named_parameters())
+    for name, star in clf.anchor_.items():
+        assert torch.equal(star, end_of_first[name])
+        assert not torch.equal(star, live[name].detach())
+        assert star.untyped_storage().data_ptr() != live[name].untyped_storage().data_ptr()
+        assert not star.requires_grad
+
+
+def test_penalty_covers_only_units_that_existed_when_importance_was_computed(split):
+    clf = train(EWCClassifier(**SMALL), split[:1])
+    assert clf.anchor_["head.weight"].shape[0] == 2
+    train(clf, split[1:2], epochs=1, end=False)
+    assert clf.network_.head.weight.shape[0] == 4
+    clf.network_.zero_grad()
+    clf._penalty().backward()
+    grad = clf.network_.head.weight.grad
+    assert grad[:2].abs().sum() > 0
+    assert torch.all(grad[2:] == 0)
+
+
+def test_stiffness_is_clipped_at_half_the_sgd_stability_limit(split):
+    clf = train(EWCClassifier(**SMALL, ewc_lambda=1e6), split[:1])
+    train(clf, split[1:2], epochs=1, end=False)
+    cap = (1 + clf.momentum) / clf.learning_rate
+    for name, k in clf._stiffness_.items():
+        raw = clf.ewc_lambda * clf.importance_[name]
+        torch.testing.assert_close(k, raw.clamp(max=cap))
+    assert max(k.max().item() for k in clf._stiffness_.values()) == pytest.approx(cap)
+    unclipped = train(EWCClassifier(**SMALL, ewc_lambda=1e6, clip_stiffness=False), split[:1])
+    train(unclipped, split[1:2], epochs=1, end=False)
+    assert max(k.max().item() for k in unclipped._stiffness_.values()) > 100 * cap
+
+
+def test_clip_is_what_keeps_ewc_finite_at_the_protocols_split_lambda(split):
+    with pytest.raises(FloatingPointError):
+        train(EWCClassifier(**PROTOCOL, ewc_lambda=1e5, clip_stiffness=False), split, epochs=5)
+    clf = train(EWCClassifier(**PROTOCOL, ewc_lambda=1e5), split, epochs=5)
+    assert all(torch.isfinite(p).all() for p in clf.network_.parameters())
+
+
+# ---------------------------------------------------------------- strength 0 is Naive
+
+
+@pytest.mark.parametrize("cls, name, strength", STRENGTHS, ids=lambda v: getattr(v, "__name__", ""))
+def test_zero_strength_is_naive_and_a_positive_one_is_not(cls, name, strength, permuted):
+    naive = train(NaiveClassifier(**SMALL), permuted).predict_proba(permuted[0].X_test)
+    zero = train(cls(**SMALL, **{name: 0.0}), permuted).predict_proba(permuted[0].X_test)
+    np.testing.assert_array_equal(zero, naive)
+    positive = train(cls(**SMALL, **{name: strength}), permuted).predict_proba(permuted[0].X_test)
+    assert np.abs(positive - naive).max() > 1e-3
+
+
+# ---------------------------------------------------------------- EWC
+
+
+def per_sample_fisher(network, X, y):
+    fisher = {n: torch.zeros_like(p) for n, p in network.named_parameters()}
+    network.eval()
+    for x, target in zip(X, y, strict=True):
+        network.zero_grad()
+        F.cross_entropy(network(x[None]), target[None]).backward()
+        for n, p in network.named_parameters():
+            fisher[n] += p.grad.square()
+    return {n: f / len(X) for n, f in fisher.items()}
+
+
+def test_ewc_fisher_is_the_per_sample_definition_not_the_batch_mean_gradient():
+    exp = load_permuted_digits(n_experiences=1)[0]
+    clf = EWCClassifier(**PROTOCOL, fisher_samples=500)
+    for _ in range(5):
+        clf.partial_fit(exp.X_train, exp.y_train, task_id=0)
+    X, y = clf._task_sample_.tensors()
+    assert len(X) == 500
+    clf.end_task()
+    network = copy.deepcopy(clf.network_)
+    reference = per_sample_fisher(network, X, y)
+    for n, f in clf.fisher_.items():
+        torch.testing.assert_close(f, reference[n], rtol=1e-4, atol=1e-9)
+    batch_mean = {n: torch.zeros_like(p) for n, p in network.named_parameters()}
+    for start in range(0, len(X), 32):
+        network.zero_grad()
+        F.cross_entropy(network(X[start:start + 32]), y[start:start + 32]).backward()
+        for n, p in network.named_parameters():
+            batch_mean[n] += p.grad.square()
+    n_batches = -(-len(X) // 32)
+    ratio = sum(f.sum() for f in clf.fisher_.values()) / (
+        sum(b.sum() for b in batch_mean.values()) / n_batches)
+    assert ratio > 5
+
+
+def test_separate_ewc_has_the_gradient_of_one_penalty_per_task(permuted):
+    clf = EWCClassifier(**SMALL, ewc_lambda=10.0)
+    fishers, anchors = [], []
+    for exp in permuted:
+        train(clf, [exp])
+        fishers.append({n: f.clone() for n, f in clf.fisher_.items()})
+        anchors.append(params(clf))
+    clf._before_task(99)
+    with torch.no_grad():
+        for p in clf.network_.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    clf.network_.zero_grad()
+    clf._penalty().backward()
+    for n, p in clf.network_.named_parameters():
+        expected = sum(clf.ewc_lambda * f[n] * (p.detach() - a[n])
+                       for f, a in zip(fishers, anchors, strict=True))
+        torch.testing.assert_close(p.grad, expected, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("gamma", [0.5, 1.0])
+def test_online_ewc_decays_the_running_fisher_with_gamma(gamma, permuted):
+    clf = EWCClassifier(**SMALL, mode="online", gamma=gamma)
+    train(clf, permuted[:1])
+    first = {n: f.clone() for n, f in clf.fisher_.items()}
+    train(clf, permuted[1:2])
+    end_of_second = params(clf)
+    for n, omega in clf.importance_.items():
+        torch.testing.assert_close(omega, gamma * first[n] + clf.fisher_[n])
+        assert torch.equal(clf.anchor_[n], end_of_second[n])
+
+
+# ---------------------------------------------------------------- SI
+
+
+def test_si_path_integral_is_the_task_loss_decrease():
+    """Full batch, small steps: sum_i omega_i = -sum_t g.dtheta is the drop of the task loss
+    alone over the task (the penalty's own gradient is not counted), to first order."""
+    stream = load_permuted_digits(n_experiences=2)
+    clf = SIClassifier(hidden_layer_sizes=(32,), batch_size=2000, learning_rate=0.05,
+                       momentum=0.0, si_c=1000.0, device="cpu", random_state=0)
+    train(clf, stream[:1], epochs=20)
+    assert clf._unit_labels_ == list(range(10))
+    X, y = torch.from_numpy(stream[1].X_train), torch.from_numpy(stream[1].y_train)
+
+    def task_loss():
+        with torch.no_grad():
+            return F.cross_entropy(clf.network_(X), y).item()
+
+    before = task_loss()
+    train(clf, stream[1:], epochs=40, end=False)
+    path = sum(w.sum().item() for w in clf.omega_.values())
+    task_drop = before - task_loss()
+    total_drop = task_drop - clf._penalty().item()
+    assert path == pytest.approx(task_drop, rel=0.02)
+    assert path != pytest.approx(total_drop, rel=0.05)
+
+
+# ---------------------------------------------------------------- MAS
+
+
+def test_mas_importance_needs_no_labels(permuted):
+    clf = train(MASClassifier(**SMALL), permuted[:1], end=False)
+    relabelled = copy.deepcopy(clf)
+    X, y = relabelled._task_sample_.tensors()
+    relabelled._task_sample_.y = torch.randint_like(y, 10)
+    clf.end_task()
+    relabelled.end_task()
+    for n, omega in clf.importance_.items():
+        assert torch.equal(omega, relabelled.importance_[n])
+
+
+# ---------------------------------------------------------------- LwF
+
+
+def test_lwf_stores_no_samples_only_the_previous_model(split):
+    clf = train(LwFClassifier(**SMALL), split[:3])
+    n_features = split.n_features
+    assert isinstance(clf.previous_network_, torch.nn.Module)
+    assert clf.n_old_units_ == 6
+    for value in vars(clf).values():
+        if isinstance(value, torch.Tensor):
+            assert value.dim() < 2 or value.shape[-1] != n_features
+    small = len(pickle.dumps(train(LwFClassifier(**SMALL), split[:2])))
+    assert len(pickle.dumps(clf)) < small * 1.2
+
+
+def test_lwf_distils_only_the_old_units(split):
+    clf = train(LwFClassifier(**SMALL), split[:1])
+    clf.partial_fit(split[1].X_train, split[1].y_train, task_id=1)
+    X = torch.from_numpy(split[1].X_train[:8])
+    batch = Batch(X, torch.full((8,), 2), None, torch.ones(8, dtype=torch.long))
+    logits = clf.network_(X).detach()
+    moved = logits.clone()
+    moved[:, 2:] += 5.0
+
+    def distillation(z):
+        return (clf._loss(z, batch) - F.cross_entropy(z, batch.y)).item()
+
+    assert distillation(logits) > 0
+    assert distillation(moved) == pytest.approx(distillation(logits), rel=1e-5)
+    moved[:, 0] += 1.0
+    assert distillation(moved) != pytest.approx(distillation(logits), rel=1e-3)
+
+
+# ---------------------------------------------------------------- IMM
+
+
+def test_mode_imm_with_equal_fisher_is_mean_imm():
+    rng = torch.Generator().manual_seed(0)
+    solutions = [{"w": torch.randn(4, 3, generator=rng), "b": torch.randn(4, generator=rng)}
+                 for _ in range(3)]
+    fisher = {"w": torch.rand(4, 3, generator=rng), "b": torch.rand(4, generator=rng)}
+    merged_mode = mode_imm(solutions, [fisher] * 3)
+    merged_mean = mean_imm(solutions)
+    for n in merged_mean:
+        torch.testing.assert_close(merged_mode[n], merged_mean[n])
+        torch.testing.assert_close(merged_mean[n], sum(s[n] for s in solutions) / 3)
+
+
+def test_imm_predicts_with_the_merged_solutions(split):
+    clfs = {}
+    for merge in ("mean", "mode"):
+        clf = IMMClassifier(**SMALL, merge=merge)
+        train(clf, split[:2])
+        clfs[merge] = clf
+    mean, mode = clfs["mean"], clfs["mode"]
+    equal = [{n: torch.ones_like(f) for n, f in fisher.items()} for fisher in mode.fishers_]
+    mode.merged_ = mode_imm(mode.solutions_, equal)
+    X = split[0].X_test
+    np.testing.assert_allclose(mode.predict_proba(X), mean.predict_proba(X), rtol=1e-5)
+    merged = mean_imm(mean.solutions_)
+    head = mean.solutions_[0]["head.weight"]
+    torch.testing.assert_close(merged["head.weight"][:2],
+                               (head + mean.solutions_[1]["head.weight"][:2]) / 2)
+    torch.testing.assert_close(merged["head.weight"][2:], mean.solutions_[1]["head.weight"][2:])
+    live = mean.network_(torch.from_numpy(X)).detach().numpy()
+    assert not np.allclose(mean.decision_function(X), live)
+
+
+def test_imm_with_one_task_is_naive(split):
+    naive = train(NaiveClassifier(**SMALL), split[:1])
+    imm = train(IMMClassifier(**SMALL, merge="mode"), split[:1])
+    np.testing.assert_allclose(imm.predict_proba(split[0].X_test),
+                               naive.predict_proba(split[0].X_test), rtol=1e-6)
+
+
+def test_imm_without_weight_transfer_starts_each_task_from_the_initial_weights(split):
+    clf = IMMClassifier(**SMALL, weight_transfer=False)
+    clf.partial_fit(split[0].X_train, split[0].y_train, task_id=0)
+    clf.partial_fit(split[0].X_train, split[0].y_train, task_id=0)
+    initial = {n: t.clone() for n, t in clf._initial_.items()}
+    clf.end_task()
+    clf._open_task(1)
+    for n, p in clf.network_.named_parameters():
+        torch.testing.assert_close(p.detach()[: initial[n].shape[0]], initial[n])
+    transfer = train(IMMClassifier(**SMALL), split[:1])
+    end = params(transfer)
+    transfer._open_task(1)
+    for n, p in transfer.network_.named_parameters():
+        assert torch.equal(p.detach(), end[n])
+
+
+# ---------------------------------------------------------------- protocol, pickle, misc
+
+ALL = [
+    (EWCClassifier, {"split-digits": {"ewc_lambda": 1e4}, "permuted": {"ewc_lambda": 1e3}}),
+    (EWCClassifier, {"*": {"mode": "online", "ewc_lambda": 1e3}}),
+    (SIClassifier, {"*": {"si_c": 1.0}}),
+    (MASClassifier, {"*": {"mas_lambda": 1.0}}),
+    (LwFClassifier, {"*": {"alpha": 1.0, "T": 2.0}}),
+    (IMMClassifier, {"*": {"merge": "mode", "l2_transfer": 1e-2}}),
+]
+
+
+@pytest.mark.parametrize("cls, settings", ALL, ids=lambda v: getattr(v, "__name__", ""))
+def test_protocol_training_keeps_weights_finite(cls, settings, split):
+    for name, stream in (("split-digits", split),
+                         ("permuted", load_permuted_digits(n_experiences=4))):
+        extra = settings.get(name, settings.get("*"))
+        clf = train(cls(**PROTOCOL, **extra), stream, epochs=5)
+        assert all(torch.isfinite(p).all() for p in clf.network_.parameters())
+
+
+@pytest.mark.parametrize("cls, extra", [*PENALTIES, (LwFClassifier, {})],
+                         ids=lambda v: getattr(v, "__name__", ""))
+def test_state_survives_pickle_mid_task(cls, extra, permuted):
+    clf = train(cls(**SMALL, **extra), permuted[:1])
+    clf.partial_fit(permuted[1].X_train, permuted[1].y_train, task_id=1)
+    copy_ = pickle.loads(pickle.dumps(clf))
+    X = permuted[0].X_test
+    np.testing.assert_array_equal(copy_.predict_proba(X), clf.predict_proba(X))
+    for c in (clf, copy_):
+        train(c, permuted[1:])
+    np.testing.assert_array_equal(copy_.predict_proba(X), clf.predict_proba(X))
+
+
+def test_task_sample_is_a_reservoir_of_distinct_calls():
+    sample = TaskSample(capacity=50)
+    X = torch.arange(200.0).reshape(100, 2)
+    y = torch.arange(100)
+    sample.add(X, y, None)
+    sample.add(X, y, None)
+    kept_X, kept_y = sample.tensors()
+    assert len(sample) == 50 and sample.n_seen == 100
+    assert torch.equal(kept_X[:, 0] / 2, kept_y.float())
+    assert len(set(kept_y.tolist())) == 50 and kept_y.max() >= 50
+    sample.add(X[:10], y[:10], torch.zeros(10))
+    assert sample.n_seen == 100
+    assert issubclass(EWCClassifier, ImportancePenalty)

@@ -19,7 +19,7 @@ from skcl import (
 from skcl.base import Batch
 from skcl.datasets import load_permuted_digits, load_split_digits
 from skcl.strategies.imm import mean_imm, mode_imm
-from skcl.strategies.regularization import ImportancePenalty, TaskSample
+from skcl.strategies.importance import ImportancePenalty, TaskSample
 
 SMALL = dict(hidden_layer_sizes=(32,), batch_size=32, device="cpu", random_state=0)
 PROTOCOL = dict(hidden_layer_sizes=(256, 256), learning_rate=0.05, momentum=0.9,

@@ -10,7 +10,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from torch.func import functional_call
 
 from skcl.kernels import fisher_diagonal
-from skcl.strategies.regularization import ImportancePenalty
+from skcl.strategies.importance import ImportancePenalty
 
 Params = dict[str, torch.Tensor]
 
@@ -121,7 +121,7 @@ class IMMClassifier(ImportancePenalty):
     (otherwise every task starts from the initial weights), and L2-transfer
     trains task :math:`k` on
     :math:`\mathcal{L}_k(\theta) + \lambda \lVert \theta - \theta_{k-1} \rVert_2^2`
-    (the quadratic penalty of :class:`~skcl.strategies.regularization.ImportancePenalty`
+    (the quadratic penalty of :class:`~skcl.strategies.importance.ImportancePenalty`
     with unit importance). Training continues from each task's own solution;
     the merged parameters are used for prediction once a task has ended
     (while a task is open, the network being trained predicts). Output units
@@ -139,7 +139,7 @@ class IMMClassifier(ImportancePenalty):
         Samples of each task its Fisher is computed on (a reservoir sample).
     clip_stiffness : bool, default=True
         Clip the L2-transfer curvature :math:`2\lambda` to :math:`(1 + \mu) / \eta`
-        under SGD (see :mod:`skcl.strategies.regularization`).
+        under SGD (see :mod:`skcl.strategies.importance`).
     hidden_layer_sizes, backbone, optimizer, learning_rate, momentum, batch_size, \
 max_epochs, device, random_state, verbose
         As in :class:`~skcl.base.ContinualClassifier`.

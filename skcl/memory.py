@@ -3,13 +3,31 @@
 A memory stores samples already encoded for the training loop (float32
 inputs or latent activations, unit indices, per-sample task ids, optional
 weights) as tensors on the estimator's device, so they pickle with it.
+
+- :class:`SampleStore` keeps everything (joint and cumulative training).
+- :class:`ReservoirBuffer`, :class:`ClassBalancedBuffer` and
+  :class:`EpisodicMemory` are bounded: they never hold more than
+  ``memory_size`` samples, chosen by reservoir sampling, greedy class
+  balancing (GDumb) or per task (GEM).
+- :class:`ExemplarSets` holds iCaRL's herding-chosen exemplars, a fixed total
+  shrinking per class.
+
+Bounded memories are offered each call of ``partial_fit`` once: a call
+repeating an earlier one byte for byte (another epoch) is not offered again.
 """
 
 from __future__ import annotations
 
 import hashlib
+from abc import ABC, abstractmethod
+from numbers import Integral
 
+import numpy as np
 import torch
+from torch.nn import functional as F
+
+from skcl import kernels
+from skcl.base import Batch
 
 
 class SampleStore:
@@ -24,7 +42,8 @@ class SampleStore:
     >>> import torch
     >>> from skcl.memory import SampleStore
     >>> store = SampleStore()
-    >>> X, y, t = torch.ones(4, 2), torch.zeros(4, dtype=torch.long), torch.zeros(4, dtype=torch.long)
+    >>> X, y = torch.ones(4, 2), torch.zeros(4, dtype=torch.long)
+    >>> t = torch.zeros(4, dtype=torch.long)
     >>> store.add(X, y, None, t)
     True
     >>> store.add(X, y, None, t)
@@ -49,10 +68,7 @@ class SampleStore:
         -------
         stored : bool
         """
-        digest = hashlib.blake2b(digest_size=16)
-        for tensor in (X, y, task) if weight is None else (X, y, task, weight):
-            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        key = digest.hexdigest()
+        key = batch_digest(Batch(X, y, weight, task))
         if key in self._digests:
             return False
         self._digests.add(key)
@@ -61,7 +77,7 @@ class SampleStore:
         return True
 
     def tensors(self):
-        """``(X, y, weight, task)`` of every stored sample; ``weight`` is ``None`` if none had any."""
+        """``(X, y, weight, task)`` of every stored sample (``weight`` ``None`` if none had any)."""
         if self._cache is None:
             X = torch.cat([p[0] for p in self._parts])
             y = torch.cat([p[1] for p in self._parts])
@@ -74,3 +90,457 @@ class SampleStore:
                 ])
             self._cache = (X, y, weight, task)
         return self._cache
+
+
+def batch_digest(batch: Batch) -> str:
+    """A fingerprint of a batch's bytes: the same call repeated (another epoch) shares it."""
+    digest = hashlib.blake2b(digest_size=16)
+    for tensor in batch:
+        if tensor is not None:
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def concat_batches(*batches: Batch) -> Batch:
+    """Join batches row-wise; ``weight`` is ``None`` unless a batch has weights (others get 1)."""
+    weight = None
+    if any(b.weight is not None for b in batches):
+        weight = torch.cat([
+            torch.ones_like(b.y, dtype=b.X.dtype) if b.weight is None else b.weight
+            for b in batches
+        ])
+    return Batch(torch.cat([b.X for b in batches]), torch.cat([b.y for b in batches]), weight,
+                 torch.cat([b.task for b in batches]))
+
+
+def take(batch: Batch, index: torch.Tensor | np.ndarray) -> Batch:
+    """The rows ``index`` of a batch."""
+    if isinstance(index, np.ndarray):
+        index = torch.from_numpy(index).to(batch.X.device)
+    weight = None if batch.weight is None else batch.weight[index]
+    return Batch(batch.X[index], batch.y[index], weight, batch.task[index])
+
+
+def herding_selection(features: torch.Tensor, m: int) -> torch.Tensor:
+    r"""Indices of ``m`` exemplars chosen by herding on L2-normalised features, in pick order.
+
+    Rebuffi et al. (CVPR 2017), Algorithm 4, computed by :func:`skcl.kernels.herding`:
+
+    .. math:: p_k = \arg\min_{x} \Big\lVert \mu - \frac1k \big(\varphi(x)
+              + \textstyle\sum_{j<k} \varphi(p_j)\big) \Big\rVert,
+              \qquad \varphi(x) = \frac{f(x)}{\lVert f(x) \rVert}
+
+    with :math:`\mu` the mean of :math:`\varphi` over all candidates.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skcl.memory import herding_selection
+    >>> herding_selection(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), 1).tolist()
+    [2]
+    """
+    phi = F.normalize(features.detach().float(), dim=1).contiguous()
+    return kernels.herding(phi, int(m))
+
+
+def _last_wins(slots: np.ndarray) -> np.ndarray:
+    """Rows that end up stored when rows are written in order into ``slots`` (-1 = dropped)."""
+    rows = np.flatnonzero(slots >= 0)[::-1]
+    _, first = np.unique(slots[rows], return_index=True)
+    return np.sort(rows[first])
+
+
+class _Rows:
+    """At most ``capacity`` rows of ``(X, y, weight, task)`` tensors, allocated on first write.
+
+    Rows ``[0, size)`` are filled. A write names its slots: an occupied slot is
+    overwritten (an eviction), a slot at ``size`` or after appends.
+    """
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.size = 0
+        self.weighted = False
+        self.X: torch.Tensor | None = None
+        self.y = self.weight = self.task = None
+
+    def _allocate(self, like: torch.Tensor, capacity: int) -> None:
+        self.X = like.new_empty((capacity, *like.shape[1:]))
+        self.y = torch.empty(capacity, dtype=torch.long, device=like.device)
+        self.task = torch.empty(capacity, dtype=torch.long, device=like.device)
+        self.weight = torch.ones(capacity, dtype=like.dtype, device=like.device)
+
+    def write(self, slots: np.ndarray, batch: Batch, rows: np.ndarray) -> None:
+        """Store ``batch``'s rows ``rows`` in ``slots`` (distinct, below ``capacity``)."""
+        if slots.size == 0:
+            return
+        if self.X is None:
+            self._allocate(batch.X, self.capacity)
+        elif self.X.shape[1:] != batch.X.shape[1:]:
+            raise ValueError(
+                f"stored items have shape {tuple(self.X.shape[1:])}, new ones "
+                f"{tuple(batch.X.shape[1:])}"
+            )
+        dst = torch.from_numpy(slots).to(self.X.device)
+        src = torch.from_numpy(rows).to(self.X.device)
+        self.X[dst] = batch.X[src].detach()
+        self.y[dst] = batch.y[src]
+        self.task[dst] = batch.task[src]
+        self.weight[dst] = 1.0 if batch.weight is None else batch.weight[src]
+        self.weighted = self.weighted or batch.weight is not None
+        self.size = max(self.size, int(slots.max()) + 1)
+
+    def keep(self, rows: np.ndarray, capacity: int) -> None:
+        """Keep rows ``rows`` (in that order) in storage of the new ``capacity``."""
+        kept = None if self.X is None else take(self.batch(weighted=True), rows)
+        self.capacity, self.size = capacity, 0
+        if kept is not None:
+            self._allocate(kept.X, capacity)
+            self.write(np.arange(len(rows)), kept, np.arange(len(rows)))
+
+    def batch(self, weighted: bool | None = None) -> Batch:
+        """The filled rows (views); ``weight`` is ``None`` unless a stored sample had one."""
+        n = self.size
+        if self.X is None:
+            raise ValueError("the memory is empty")
+        weighted = self.weighted if weighted is None else weighted
+        return Batch(self.X[:n], self.y[:n], self.weight[:n] if weighted else None,
+                     self.task[:n])
+
+
+class _Buffer(ABC):
+    """A memory bounded by ``memory_size`` that samples are offered to, each call once."""
+
+    def __init__(self, memory_size: int):
+        if isinstance(memory_size, bool) or not isinstance(memory_size, Integral) \
+                or memory_size < 0:
+            raise ValueError(f"memory_size must be a non-negative integer, got {memory_size!r}")
+        self.memory_size = int(memory_size)
+        self.version = 0
+        self._digests: set[str] = set()
+
+    @abstractmethod
+    def __len__(self) -> int:
+        """Number of samples stored."""
+
+    def offer(self, batch: Batch, rng: np.random.Generator) -> bool:
+        """Offer a call's samples to the policy, unless the very same call was offered before.
+
+        Streams feed the same arrays once per epoch; counting them again would
+        bias the sampling toward repeated data, so a call with the same bytes
+        as an earlier one is ignored.
+
+        Returns
+        -------
+        offered : bool
+        """
+        key = batch_digest(batch)
+        if key in self._digests:
+            return False
+        self._digests.add(key)
+        if batch.y.numel():
+            self._insert(batch, rng)
+            self.version += 1
+        return True
+
+    @abstractmethod
+    def _insert(self, batch: Batch, rng: np.random.Generator) -> None:
+        """Apply the sampling policy to a batch offered for the first time."""
+
+    @abstractmethod
+    def items(self) -> Batch:
+        """Every stored sample as one batch."""
+
+    def sample(self, n: int, rng: np.random.Generator) -> Batch:
+        """``min(n, len(self))`` stored samples drawn uniformly without replacement."""
+        items = self.items()
+        index = rng.choice(items.y.shape[0], size=min(n, items.y.shape[0]), replace=False)
+        return take(items, index)
+
+
+class ReservoirBuffer(_Buffer):
+    """Reservoir sampling (Vitter 1985): a uniform sample of everything offered so far.
+
+    The ``i``-th sample offered (1-based) is appended while the buffer has
+    room; afterwards it replaces a uniformly chosen slot with probability
+    ``memory_size / i``. Every sample offered so far is stored with the same
+    probability, whatever the task it came from.
+
+    Parameters
+    ----------
+    memory_size : int
+        The most samples kept.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from skcl.base import Batch
+    >>> from skcl.memory import ReservoirBuffer
+    >>> buffer = ReservoirBuffer(memory_size=10)
+    >>> rng = np.random.default_rng(0)
+    >>> for t in range(3):
+    ...     batch = Batch(torch.randn(50, 4), torch.zeros(50, dtype=torch.long), None,
+    ...                   torch.full((50,), t))
+    ...     _ = buffer.offer(batch, rng)
+    >>> len(buffer), buffer.n_seen
+    (10, 150)
+    """
+
+    def __init__(self, memory_size: int):
+        super().__init__(memory_size)
+        self.n_seen = 0
+        self._rows = _Rows(self.memory_size)
+
+    def __len__(self) -> int:
+        return self._rows.size
+
+    def _insert(self, batch: Batch, rng: np.random.Generator) -> None:
+        n, size, capacity = batch.y.shape[0], self._rows.size, self.memory_size
+        slots = np.full(n, -1, dtype=np.int64)
+        free = min(capacity - size, n)
+        slots[:free] = size + np.arange(free)
+        if n > free and capacity > 0:
+            position = self.n_seen + np.arange(free, n) + 1
+            draw = rng.integers(0, position)
+            slots[free:] = np.where(draw < capacity, draw, -1)
+        self.n_seen += n
+        rows = _last_wins(slots)
+        self._rows.write(slots[rows], batch, rows)
+
+    def resize(self, memory_size: int, rng: np.random.Generator) -> None:
+        """Change the capacity; when shrinking, keep a uniform random subset of the samples."""
+        size = self._rows.size
+        rows = np.arange(size)
+        if memory_size < size:
+            rows = np.sort(rng.choice(size, size=memory_size, replace=False))
+        self.memory_size = int(memory_size)
+        self._rows.keep(rows, self.memory_size)
+        self.version += 1
+
+    def items(self) -> Batch:
+        return self._rows.batch()
+
+
+class ClassBalancedBuffer(_Buffer):
+    r"""Greedy class-balanced sampling, GDumb's sampler (Prabhu et al., ECCV 2020, Sec. 3).
+
+    A class is a (task, label) pair. A sample is stored while there is room;
+    once the buffer is full, a sample of class :math:`y` is stored only if
+    :math:`|M_y| < \max_c |M_c|`, evicting a random sample of a largest class
+    (ties broken at random). Every class seen keeps samples as long as
+    ``memory_size`` is at least the number of classes, and counts never differ
+    by more than one once they are full. In domain-incremental streams, where
+    every task brings the same labels, the (task, label) classes keep the
+    tasks balanced too.
+
+    Parameters
+    ----------
+    memory_size : int
+        The most samples kept.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from skcl.base import Batch
+    >>> from skcl.memory import ClassBalancedBuffer
+    >>> buffer = ClassBalancedBuffer(memory_size=8)
+    >>> rng = np.random.default_rng(0)
+    >>> y = torch.tensor([0] * 20 + [1] * 20 + [2] * 2)
+    >>> _ = buffer.offer(Batch(torch.randn(42, 4), y, None, torch.zeros(42, dtype=torch.long)), rng)
+    >>> buffer.class_counts()
+    {(0, 0): 3, (0, 1): 3, (0, 2): 2}
+    """
+
+    def __init__(self, memory_size: int):
+        super().__init__(memory_size)
+        self._rows = _Rows(self.memory_size)
+        self._members: dict[tuple[int, int], list[int]] = {}
+
+    def __len__(self) -> int:
+        return self._rows.size
+
+    def class_counts(self) -> dict[tuple[int, int], int]:
+        """Number of stored samples of each (task, label unit) class."""
+        return {key: len(slots) for key, slots in sorted(self._members.items()) if slots}
+
+    def _insert(self, batch: Batch, rng: np.random.Generator) -> None:
+        keys = list(zip(batch.task.tolist(), batch.y.tolist(), strict=True))
+        slots = np.full(len(keys), -1, dtype=np.int64)
+        used = self._rows.size
+        for i, key in enumerate(keys):
+            if used < self.memory_size:
+                slot, used = used, used + 1
+            else:
+                counts = {k: len(v) for k, v in self._members.items()}
+                largest = max(counts.values(), default=0)
+                if counts.get(key, 0) >= largest:
+                    continue
+                victims = [k for k, c in counts.items() if c == largest]
+                victim = self._members[victims[rng.integers(len(victims))]]
+                slot = victim.pop(int(rng.integers(len(victim))))
+            self._members.setdefault(key, []).append(slot)
+            slots[i] = slot
+        rows = _last_wins(slots)
+        self._rows.write(slots[rows], batch, rows)
+
+    def items(self) -> Batch:
+        return self._rows.batch()
+
+
+class EpisodicMemory(_Buffer):
+    """Per-task episodic memory of GEM (Lopez-Paz & Ranzato, NeurIPS 2017).
+
+    Each task has its own slots, filled by reservoir sampling over that task's
+    samples. ``memory_size`` is the total: with :math:`T` tasks each keeps
+    ``memory_size // T`` samples (the first ``memory_size % T`` tasks one
+    more), so a new task shrinks the older ones, each to a uniform random
+    subset of what it held.
+
+    Parameters
+    ----------
+    memory_size : int
+        The most samples kept over all tasks.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from skcl.base import Batch
+    >>> from skcl.memory import EpisodicMemory
+    >>> memory = EpisodicMemory(memory_size=10)
+    >>> rng = np.random.default_rng(0)
+    >>> for t in range(3):
+    ...     batch = Batch(torch.randn(20, 4), torch.zeros(20, dtype=torch.long), None,
+    ...                   torch.full((20,), t))
+    ...     _ = memory.offer(batch, rng)
+    >>> memory.segments()
+    [(0, 0, 4), (1, 4, 7), (2, 7, 10)]
+    """
+
+    def __init__(self, memory_size: int):
+        super().__init__(memory_size)
+        self._tasks: dict[int, ReservoirBuffer] = {}
+        self._cache: dict[tuple[int, ...], Batch] = {}
+
+    def __len__(self) -> int:
+        return sum(len(buffer) for buffer in self._tasks.values())
+
+    @property
+    def tasks(self) -> list[int]:
+        """Task ids with a memory, in order of arrival."""
+        return list(self._tasks)
+
+    def _insert(self, batch: Batch, rng: np.random.Generator) -> None:
+        task_ids = batch.task.cpu().numpy()
+        for task in dict.fromkeys(task_ids.tolist()):
+            if task not in self._tasks:
+                self._tasks[task] = ReservoirBuffer(0)
+                base, extra = divmod(self.memory_size, len(self._tasks))
+                for i, buffer in enumerate(self._tasks.values()):
+                    buffer.resize(base + int(i < extra), rng)
+            self._tasks[task]._insert(take(batch, np.flatnonzero(task_ids == task)), rng)
+        self._cache.clear()
+
+    def _chosen(self, tasks) -> tuple[int, ...]:
+        chosen = tuple(self._tasks if tasks is None else tasks)
+        return tuple(t for t in chosen if t in self._tasks and len(self._tasks[t]))
+
+    def segments(self, tasks=None) -> list[tuple[int, int, int]]:
+        """``(task, start, stop)`` of each task's rows in :meth:`items` with the same ``tasks``."""
+        out, start = [], 0
+        for task in self._chosen(tasks):
+            stop = start + len(self._tasks[task])
+            out.append((task, start, stop))
+            start = stop
+        return out
+
+    def items(self, tasks=None) -> Batch:
+        """The samples of ``tasks`` (default: all), task after task."""
+        key = self._chosen(tasks)
+        if key not in self._cache:
+            self._cache[key] = concat_batches(*(self._tasks[t].items() for t in key))
+        return self._cache[key]
+
+    def sample(self, n: int, rng: np.random.Generator, tasks=None) -> Batch:
+        """``min(n, size)`` samples of ``tasks`` drawn uniformly without replacement."""
+        items = self.items(tasks)
+        index = rng.choice(items.y.shape[0], size=min(n, items.y.shape[0]), replace=False)
+        return take(items, index)
+
+
+class ExemplarSets:
+    r"""iCaRL's exemplar sets (Rebuffi et al., CVPR 2017, Algorithms 4 and 5).
+
+    One ordered set per class. With :math:`K` = ``memory_size`` and :math:`t`
+    classes, each set holds :math:`m = \lfloor K / t \rfloor` exemplars: a
+    new class's set is chosen by herding (:func:`herding_selection`), in
+    priority order, and older sets are reduced to their first :math:`m`
+    exemplars, so the total never exceeds :math:`K`.
+
+    Parameters
+    ----------
+    memory_size : int
+        :math:`K`, the most exemplars kept over all classes.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skcl.base import Batch
+    >>> from skcl.memory import ExemplarSets
+    >>> sets = ExemplarSets(memory_size=4)
+    >>> X = torch.randn(10, 3)
+    >>> batch = Batch(X, torch.zeros(10, dtype=torch.long), None, torch.zeros(10, dtype=torch.long))
+    >>> sets.update({0: (batch, X)})
+    >>> sets.update({1: (batch._replace(y=torch.ones(10, dtype=torch.long)), X)})
+    >>> [len(sets.exemplars(c).y) for c in sets.classes]
+    [2, 2]
+    """
+
+    def __init__(self, memory_size: int):
+        if isinstance(memory_size, bool) or not isinstance(memory_size, Integral) \
+                or memory_size < 0:
+            raise ValueError(f"memory_size must be a non-negative integer, got {memory_size!r}")
+        self.memory_size = int(memory_size)
+        self._sets: dict[int, _Rows] = {}
+
+    def __len__(self) -> int:
+        return sum(rows.size for rows in self._sets.values())
+
+    @property
+    def classes(self) -> list[int]:
+        """Keys (output units) of the classes with an exemplar set, in order of arrival."""
+        return list(self._sets)
+
+    def update(self, candidates: dict[int, tuple[Batch, torch.Tensor]]) -> None:
+        """Reduce the sets to the new per-class size, then build sets for ``candidates``.
+
+        Parameters
+        ----------
+        candidates : dict of int to (Batch, Tensor)
+            For each class to (re)build: its samples and their features (one row
+            each). A class that already has a set gets a new one from these
+            candidates.
+        """
+        m = self.memory_size // max(len(set(self._sets) | set(candidates)), 1)
+        for key, rows in self._sets.items():
+            if key not in candidates:
+                rows.keep(np.arange(min(m, rows.size)), m)
+        for key, (batch, features) in candidates.items():
+            order = herding_selection(features, min(m, batch.y.shape[0])).cpu().numpy()
+            rows = _Rows(m)
+            rows.write(np.arange(order.size), batch, order)
+            self._sets[key] = rows
+
+    def counts(self) -> dict[int, int]:
+        """Number of exemplars of each class (0 once ``m`` reaches 0)."""
+        return {key: rows.size for key, rows in self._sets.items()}
+
+    def exemplars(self, key: int) -> Batch:
+        """Class ``key``'s exemplars in herding order; ``ValueError`` if it has none."""
+        rows = self._sets[key]
+        if rows.size == 0:
+            raise ValueError(f"class {key} has no exemplars")
+        return rows.batch()
+
+    def items(self) -> Batch:
+        """Every exemplar, class after class."""
+        return concat_batches(*(rows.batch() for rows in self._sets.values() if rows.size))

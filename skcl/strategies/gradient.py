@@ -1,0 +1,338 @@
+"""Gradient projection with an episodic memory: GEM and A-GEM.
+
+Both keep a per-task episodic memory (:class:`~skcl.memory.EpisodicMemory`)
+and change the gradient of each step, after the backward pass and before
+the optimizer (the ``_after_backward`` hook), so that the step does not
+increase the loss on the memories of earlier tasks. The projections are the
+compiled kernels :func:`skcl.kernels.gem_project` and
+:func:`skcl.kernels.agem_project`.
+"""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+
+import torch
+from sklearn.utils._param_validation import Interval
+from torch import nn
+from torch.nn import functional as F
+
+from skcl import kernels
+from skcl.base import Batch, ContinualClassifier
+from skcl.memory import EpisodicMemory
+from skcl.nn import IncrementalLinear
+
+# Ridge added to G G^T in GEM's dual QP, as in the paper's code.
+_GEM_EPS = 1e-3
+
+
+def per_task_gradients(network: nn.Module, params: list[torch.Tensor], batch: Batch,
+                       bounds: list[tuple[int, int]]) -> torch.Tensor:
+    r"""Gradient of each task's mean memory loss, from one batched backward pass.
+
+    Row :math:`k` of the result is :math:`g_k = \nabla_\theta \frac{1}{|M_k|}
+    \sum_{i \in M_k} w_i \ell(f_\theta(x_i), y_i)`, flattened over ``params``
+    in order, for the rows ``bounds[k] = (start, stop)`` of ``batch``. The
+    whole memory goes through the network once, in eval mode (so samples do
+    not interact), and one backward pass gives every sample's output gradient
+    :math:`\delta_i` at each linear layer; a linear layer's per-task gradients
+    are segment sums of per-sample outer products,
+
+    .. math:: \nabla_W \mathcal L_k = \sum_{i \in M_k} \delta_i a_i^\top
+              = \Delta_k^\top A_k, \qquad \nabla_b \mathcal L_k = \sum_{i \in M_k} \delta_i,
+
+    with :math:`a_i` the layer's input. Any other parameter gets its per-task
+    gradients from a second backward pass vectorised over the tasks
+    (``is_grads_batched``), so no pass runs per task.
+
+    Parameters
+    ----------
+    network : torch.nn.Module
+        ``network(X, task)`` returns logits over output units.
+    params : list of torch.Tensor
+        The parameters, in the order of the flattening.
+    batch : Batch
+        The memory samples, grouped by task.
+    bounds : list of (int, int)
+        Row range of each task in ``batch``.
+
+    Returns
+    -------
+    G : torch.Tensor of shape (len(bounds), n_params)
+        float32, contiguous, on the parameters' device.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skcl.base import Batch
+    >>> from skcl.nn import SharedHead, make_mlp
+    >>> from skcl.strategies.gradient import per_task_gradients
+    >>> net = SharedHead(lambda: make_mlp(4, (8,)), n_features=4)
+    >>> net.add_units(task=-1, n_new=3, seed=0)
+    >>> zeros = torch.zeros(6, dtype=torch.long)
+    >>> batch = Batch(torch.randn(6, 4), torch.tensor([0, 1, 2, 0, 1, 2]), None, zeros)
+    >>> per_task_gradients(net, list(net.parameters()), batch, [(0, 2), (2, 6)]).shape
+    torch.Size([2, 67])
+    """
+    sizes = [p.numel() for p in params]
+    offsets = dict(zip((id(p) for p in params), _cumsum(sizes), strict=True))
+    G = torch.zeros((len(bounds), sum(sizes)), dtype=torch.float32, device=batch.X.device)
+    records: dict[nn.Module, list] = {}
+    layers = [m for m in network.modules()
+              if isinstance(m, nn.Linear | IncrementalLinear) and id(m.weight) in offsets]
+
+    def tap(module, inputs, output):
+        records.setdefault(module, []).append((inputs[0], output))
+
+    was_training = network.training
+    network.eval()
+    handles = [m.register_forward_hook(tap) for m in layers]
+    try:
+        with torch.enable_grad():
+            logits = network(batch.X, batch.task)
+            losses = F.cross_entropy(logits, batch.y, reduction="none")
+    finally:
+        for handle in handles:
+            handle.remove()
+        network.train(was_training)
+    scale = torch.empty_like(losses)
+    for start, stop in bounds:
+        scale[start:stop] = 1.0 / (stop - start)
+    if batch.weight is not None:
+        scale = scale * batch.weight
+    losses = losses * scale
+    ready = {m: calls[0] for m, calls in records.items()
+             if len(calls) == 1 and calls[0][0].dim() == 2 and calls[0][1].requires_grad}
+    covered = {id(p) for m in ready for p in (m.weight, m.bias) if p is not None}
+    rest = [p for p in params if id(p) not in covered and p.requires_grad]
+    if ready:
+        deltas = torch.autograd.grad(losses.sum(), [out for _, out in ready.values()],
+                                     retain_graph=bool(rest), materialize_grads=True)
+        for (module, (a, _)), delta in zip(ready.items(), deltas, strict=True):
+            _segment_outer(G, offsets, module, delta.detach(), a.detach(), bounds)
+    if rest:
+        per_task = torch.stack([losses[start:stop].sum() for start, stop in bounds])
+        eye = torch.eye(len(bounds), dtype=per_task.dtype, device=per_task.device)
+        grads = torch.autograd.grad(per_task, rest, grad_outputs=eye, is_grads_batched=True,
+                                    allow_unused=True, materialize_grads=True)
+        for p, g in zip(rest, grads, strict=True):
+            G[:, offsets[id(p)]:offsets[id(p)] + p.numel()] = g.reshape(len(bounds), -1)
+    return G
+
+
+def _cumsum(sizes: list[int]) -> list[int]:
+    out, total = [], 0
+    for size in sizes:
+        out.append(total)
+        total += size
+    return out
+
+
+def _segment_outer(G, offsets, module, delta, a, bounds) -> None:
+    """Write each task's sum of delta_i a_i^T (and of delta_i) into its row of G."""
+    out_features, in_features = module.weight.shape
+    w = offsets[id(module.weight)]
+    b = offsets.get(id(module.bias)) if module.bias is not None else None
+    for k, (start, stop) in enumerate(bounds):
+        torch.mm(delta[start:stop].T, a[start:stop],
+                 out=G[k, w:w + out_features * in_features].view(out_features, in_features))
+        if b is not None:
+            torch.sum(delta[start:stop], dim=0, out=G[k, b:b + out_features])
+
+
+class _EpisodicProjection(ContinualClassifier):
+    """A per-task episodic memory and a projection of every step's gradient.
+
+    Each ``partial_fit`` call is offered to the memory once. After each
+    backward pass, when earlier tasks have memories, the flattened gradient
+    :math:`g` is replaced by the subclass's ``_project(g, tasks)``.
+    """
+
+    def _initialize(self) -> None:
+        self.memory_ = EpisodicMemory(self.memory_size)
+
+    def _observe(self, X, y, weight, task) -> None:
+        self.memory_.offer(Batch(X, y, weight, task), self._rng_)
+        self._run_epoch(X, y, weight, task)
+
+    def _params(self) -> list[torch.Tensor]:
+        return self._optimizer_.param_groups[0]["params"]
+
+    def _after_backward(self) -> None:
+        tasks = [t for t in self.memory_.tasks if t != self.current_task_]
+        if not tasks:
+            return
+        params = self._params()
+        g = torch.cat([torch.zeros(p.numel(), device=p.device) if p.grad is None
+                       else p.grad.reshape(-1) for p in params])
+        projected = self._project(g, tasks)
+        if projected is g:
+            return
+        start = 0
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            p.grad.copy_(projected[start:start + p.numel()].view_as(p))
+            start += p.numel()
+
+
+class GEMClassifier(_EpisodicProjection):
+    r"""Gradient episodic memory (Lopez-Paz & Ranzato, NeurIPS 2017).
+
+    "Gradient Episodic Memory for Continual Learning". Each task keeps an
+    episodic memory :math:`\mathcal M_k` (``memory_size`` in total, shared
+    equally among the tasks seen). A step may not increase the loss of any
+    earlier task's memory: with :math:`g` the gradient on the incoming batch
+    and :math:`g_k = \nabla_\theta \ell(f_\theta, \mathcal M_k)`, GEM takes the
+    step along
+
+    .. math:: \min_{g'} \tfrac12 \lVert g - g' \rVert^2 \quad \text{s.t.} \quad
+              \langle g', g_k \rangle \ge 0 \;\; \forall k < t,
+
+    solved, when some :math:`\langle g, g_k \rangle < 0`, through its dual
+    :math:`\min_v \tfrac12 v^\top (GG^\top + \epsilon I) v + (Gg)^\top v` s.t.
+    :math:`v \ge` ``memory_strength``, :math:`g' = G^\top v + g`
+    (:func:`skcl.kernels.gem_project`, :math:`\epsilon = 10^{-3}`). A positive
+    ``memory_strength`` pushes :math:`g'` inside the cone, the paper's bias
+    toward positive backward transfer. The :math:`t - 1` memory gradients come
+    from one batched backward pass over the whole memory
+    (:func:`per_task_gradients`), not one pass per task.
+
+    Parameters
+    ----------
+    memory_size : int, default=200
+        Episodic memory over all tasks; each of :math:`T` tasks keeps
+        ``memory_size // T`` samples (reservoir sampling within the task).
+    memory_strength : float, default=0.5
+        The margin: lower bound on the dual variables :math:`v`.
+    hidden_layer_sizes, backbone, optimizer, learning_rate, momentum, batch_size, \
+max_epochs, device, random_state, verbose
+        As in :class:`~skcl.base.ContinualClassifier`.
+
+    Attributes
+    ----------
+    memory_ : EpisodicMemory
+        The per-task memories, on the estimator's device.
+
+    Examples
+    --------
+    >>> from skcl import GEMClassifier
+    >>> from skcl.datasets import load_split_digits
+    >>> stream = load_split_digits()
+    >>> clf = GEMClassifier(memory_size=100, hidden_layer_sizes=(64,), random_state=0)
+    >>> for exp in stream:
+    ...     clf = clf.partial_fit(exp.X_train, exp.y_train, task_id=exp.task_id)
+    >>> clf.memory_.segments()
+    [(0, 0, 20), (1, 20, 40), (2, 40, 60), (3, 60, 80), (4, 80, 100)]
+    """
+
+    _parameter_constraints: dict = {
+        **ContinualClassifier._parameter_constraints,
+        "memory_size": [Interval(Integral, 1, None, closed="left")],
+        "memory_strength": [Interval(Real, 0, None, closed="left")],
+    }
+
+    def __init__(self, memory_size: int = 200, memory_strength: float = 0.5,
+                 hidden_layer_sizes=(256, 256), backbone=None, optimizer="sgd",
+                 learning_rate=0.05, momentum=0.9, batch_size=32, max_epochs=5, device="auto",
+                 random_state=None, verbose=0):
+        super().__init__(hidden_layer_sizes=hidden_layer_sizes, backbone=backbone,
+                         optimizer=optimizer, learning_rate=learning_rate, momentum=momentum,
+                         batch_size=batch_size, max_epochs=max_epochs, device=device,
+                         random_state=random_state, verbose=verbose)
+        self.memory_size = memory_size
+        self.memory_strength = memory_strength
+
+    @classmethod
+    def _unit_test_params(cls) -> dict:
+        return {**super()._unit_test_params(), "memory_size": 40}
+
+    def memory_gradients(self, tasks: list[int]) -> torch.Tensor:
+        """:math:`G`: one row per task in ``tasks``, the gradient of its mean memory loss."""
+        bounds = [(start, stop) for _, start, stop in self.memory_.segments(tasks)]
+        return per_task_gradients(self.network_, self._params(), self.memory_.items(tasks),
+                                  bounds)
+
+    def _project(self, g: torch.Tensor, tasks: list[int]) -> torch.Tensor:
+        return kernels.gem_project(self.memory_gradients(tasks), g,
+                                   margin=self.memory_strength, eps=_GEM_EPS)
+
+
+class AGEMClassifier(_EpisodicProjection):
+    r"""Averaged gradient episodic memory (Chaudhry et al., ICLR 2019).
+
+    "Efficient Lifelong Learning with A-GEM". GEM's :math:`t - 1` constraints
+    become one: the step may not increase the average loss on the episodic
+    memory. With :math:`g_{ref}` the gradient on ``sample_size`` samples drawn
+    from the memories of earlier tasks (a new draw each step),
+
+    .. math:: g' = g - \frac{g^\top g_{ref}}{g_{ref}^\top g_{ref}} g_{ref}
+              \quad \text{if } g^\top g_{ref} < 0, \qquad g' = g \text{ otherwise}
+
+    (:func:`skcl.kernels.agem_project`), so :math:`\langle g', g_{ref} \rangle
+    \ge 0`.
+
+    Parameters
+    ----------
+    memory_size : int, default=200
+        Episodic memory over all tasks, shared equally among the tasks seen.
+    sample_size : int, default=256
+        Memory samples per reference gradient (all of them when fewer).
+    hidden_layer_sizes, backbone, optimizer, learning_rate, momentum, batch_size, \
+max_epochs, device, random_state, verbose
+        As in :class:`~skcl.base.ContinualClassifier`.
+
+    Attributes
+    ----------
+    memory_ : EpisodicMemory
+        The per-task memories, on the estimator's device.
+
+    Examples
+    --------
+    >>> from skcl import AGEMClassifier
+    >>> from skcl.datasets import load_permuted_digits
+    >>> stream = load_permuted_digits()[:3]
+    >>> clf = AGEMClassifier(sample_size=64, hidden_layer_sizes=(64,), random_state=0)
+    >>> for exp in stream:
+    ...     clf = clf.partial_fit(exp.X_train, exp.y_train, task_id=exp.task_id)
+    >>> clf.score(stream[0].X_test, stream[0].y_test) > 0.5
+    True
+    """
+
+    _parameter_constraints: dict = {
+        **ContinualClassifier._parameter_constraints,
+        "memory_size": [Interval(Integral, 1, None, closed="left")],
+        "sample_size": [Interval(Integral, 1, None, closed="left")],
+    }
+
+    def __init__(self, memory_size: int = 200, sample_size: int = 256,
+                 hidden_layer_sizes=(256, 256), backbone=None, optimizer="sgd",
+                 learning_rate=0.05, momentum=0.9, batch_size=32, max_epochs=5, device="auto",
+                 random_state=None, verbose=0):
+        super().__init__(hidden_layer_sizes=hidden_layer_sizes, backbone=backbone,
+                         optimizer=optimizer, learning_rate=learning_rate, momentum=momentum,
+                         batch_size=batch_size, max_epochs=max_epochs, device=device,
+                         random_state=random_state, verbose=verbose)
+        self.memory_size = memory_size
+        self.sample_size = sample_size
+
+    @classmethod
+    def _unit_test_params(cls) -> dict:
+        return {**super()._unit_test_params(), "memory_size": 40, "sample_size": 20}
+
+    def reference_gradient(self, sample: Batch) -> torch.Tensor:
+        """:math:`g_{ref}`: the flattened gradient of the mean loss on ``sample``."""
+        params = self._params()
+        network = self.network_
+        was_training = network.training
+        network.eval()
+        try:
+            loss = self._loss(network(sample.X, sample.task), sample)
+        finally:
+            network.train(was_training)
+        grads = torch.autograd.grad(loss, params, allow_unused=True, materialize_grads=True)
+        return torch.cat([g.reshape(-1) for g in grads])
+
+    def _project(self, g: torch.Tensor, tasks: list[int]) -> torch.Tensor:
+        sample = self.memory_.sample(self.sample_size, self._rng_, tasks=tasks)
+        return kernels.agem_project(g, self.reference_gradient(sample))

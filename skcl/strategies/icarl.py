@@ -1,0 +1,187 @@
+"""iCaRL: exemplars chosen by herding, distillation, nearest-mean-of-exemplars prediction."""
+
+from __future__ import annotations
+
+import copy
+from numbers import Integral
+
+import numpy as np
+import torch
+from sklearn.utils._param_validation import Interval
+from torch.nn import functional as F
+
+from skcl.base import Batch, ContinualClassifier
+from skcl.memory import ExemplarSets, SampleStore, concat_batches, take
+
+
+class ICaRLClassifier(ContinualClassifier):
+    r"""Incremental classifier and representation learning (Rebuffi et al., CVPR 2017).
+
+    "iCaRL: Incremental Classifier and Representation Learning".
+
+    *Training* (Algorithm 3). A task trains on its samples joined by all
+    exemplars, with sigmoid outputs and a binary cross-entropy in which the
+    current task's classes take their labels and every other class the output
+    :math:`q^y(x)` of the network as it was when the previous task ended
+    (distillation):
+
+    .. math:: \ell(x, y_i) = -\sum_{y \in C_t} \big[\delta_{y = y_i} \log
+              \sigma(g^y(x)) + \delta_{y \neq y_i} \log(1 - \sigma(g^y(x)))\big]
+              - \sum_{y \notin C_t} \big[q^y(x) \log \sigma(g^y(x))
+              + (1 - q^y(x)) \log(1 - \sigma(g^y(x)))\big]
+
+    summed over output units and averaged over the batch.
+
+    *Exemplars* (Algorithms 4 and 5, :class:`~skcl.memory.ExemplarSets`). At
+    the end of a task, with :math:`K` = ``memory_size`` and :math:`t` classes
+    seen, every set is cut to its first :math:`m = \lfloor K / t \rfloor`
+    exemplars and each class of the task gets :math:`m` exemplars chosen by
+    herding (:func:`skcl.kernels.herding`) on the L2-normalised features
+    :math:`\varphi(x)` of the trunk. A class that comes back in a later task
+    is chosen again from its new samples and old exemplars.
+
+    *Prediction* (Algorithm 1): nearest mean of exemplars,
+
+    .. math:: y^* = \arg\min_y \lVert \varphi(x) - \mu_y \rVert, \qquad
+              \mu_y = \frac{\frac1{|P_y|} \sum_{p \in P_y} \varphi(p)}
+              {\lVert \frac1{|P_y|} \sum_{p \in P_y} \varphi(p) \rVert},
+
+    the decision scores being :math:`-\lVert \varphi(x) - \mu_y \rVert`. A
+    class of the open task, which has no exemplars yet, takes its mean over
+    the task's samples seen so far; a class whose set emptied (``memory_size``
+    below the number of classes) is never predicted. Before any class has a
+    mean, the network's outputs answer.
+
+    Parameters
+    ----------
+    memory_size : int, default=200
+        :math:`K`, the most exemplars kept over all classes.
+    hidden_layer_sizes, backbone, optimizer, learning_rate, momentum, batch_size, \
+max_epochs, device, random_state, verbose
+        As in :class:`~skcl.base.ContinualClassifier`.
+
+    Attributes
+    ----------
+    exemplars_ : ExemplarSets
+        The exemplar sets, one per class, on the estimator's device.
+
+    Examples
+    --------
+    >>> from skcl import ICaRLClassifier
+    >>> from skcl.datasets import load_split_digits
+    >>> stream = load_split_digits()
+    >>> clf = ICaRLClassifier(memory_size=100, hidden_layer_sizes=(64,), random_state=0)
+    >>> for exp in stream:
+    ...     for _ in range(2):
+    ...         clf = clf.partial_fit(exp.X_train, exp.y_train, task_id=exp.task_id)
+    >>> clf = clf.end_task()
+    >>> sorted(set(clf.exemplars_.counts().values()))
+    [10]
+    """
+
+    _parameter_constraints: dict = {
+        **ContinualClassifier._parameter_constraints,
+        "memory_size": [Interval(Integral, 1, None, closed="left")],
+    }
+
+    def __init__(self, memory_size: int = 200, hidden_layer_sizes=(256, 256), backbone=None,
+                 optimizer="sgd", learning_rate=0.05, momentum=0.9, batch_size=32,
+                 max_epochs=5, device="auto", random_state=None, verbose=0):
+        super().__init__(hidden_layer_sizes=hidden_layer_sizes, backbone=backbone,
+                         optimizer=optimizer, learning_rate=learning_rate, momentum=momentum,
+                         batch_size=batch_size, max_epochs=max_epochs, device=device,
+                         random_state=random_state, verbose=verbose)
+        self.memory_size = memory_size
+
+    # ------------------------------------------------------------------ training
+
+    def _initialize(self) -> None:
+        self.exemplars_ = ExemplarSets(self.memory_size)
+        self._task_data_ = SampleStore()
+        self._old_network_ = None
+        self._distilled_units_ = torch.empty(0, dtype=torch.long, device=self.device_)
+
+    def _observe(self, X, y, weight, task) -> None:
+        self._task_data_.add(X, y, weight, task)
+        if self._old_network_ is not None:
+            current = {self._units_[(-1, label)]
+                       for label in self.task_classes_[self.current_task_]}
+            old = [u for u in range(self._old_network_.n_units) if u not in current]
+            self._distilled_units_ = torch.tensor(old, dtype=torch.long, device=self.device_)
+        batch = Batch(X, y, weight, task)
+        if len(self.exemplars_):
+            batch = concat_batches(batch, self.exemplars_.items())
+        self._run_epoch(*batch)
+
+    def _loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        targets = F.one_hot(batch.y, logits.shape[1]).to(logits.dtype)
+        if self._distilled_units_.numel():
+            with torch.no_grad():
+                q = torch.sigmoid(self._old_network_(batch.X, batch.task))
+            units = self._distilled_units_
+            targets[:, units] = q[:, units]
+        loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").sum(1)
+        if batch.weight is not None:
+            loss = loss * batch.weight
+        return loss.mean()
+
+    def _after_task(self, task: int) -> None:
+        if len(self._task_data_):
+            data = Batch(*self._task_data_.tensors())
+            counts = self.exemplars_.counts()
+            candidates = {}
+            for unit in torch.unique(data.y).tolist():
+                rows = take(data, torch.nonzero(data.y == unit).flatten())
+                if counts.get(unit):
+                    rows = concat_batches(rows, self.exemplars_.exemplars(unit))
+                candidates[unit] = (rows, self._features(rows.X))
+            self.exemplars_.update(candidates)
+        self._task_data_ = SampleStore()
+        self._old_network_ = copy.deepcopy(self.network_).eval().requires_grad_(False)
+
+    # ------------------------------------------------------------------ prediction
+
+    def _features(self, X: torch.Tensor) -> torch.Tensor:
+        r""":math:`\varphi(x)`: L2-normalised trunk features (eval mode, no gradient)."""
+        was_training = self.network_.training
+        self.network_.eval()
+        with torch.no_grad():
+            features = self.network_.features(X)
+        self.network_.train(was_training)
+        return F.normalize(features, dim=1)
+
+    def class_means(self) -> tuple[np.ndarray, torch.Tensor]:
+        r"""Output units that have a mean, and the means :math:`\mu_y` (one row each).
+
+        Exemplar means, plus for classes of the open task that have no
+        exemplars yet, the mean over the task's samples seen so far.
+
+        Returns
+        -------
+        units : ndarray of shape (n_means,)
+        means : torch.Tensor of shape (n_means, n_features)
+        """
+        groups = {unit: self.exemplars_.exemplars(unit).X
+                  for unit, count in self.exemplars_.counts().items() if count}
+        if len(self._task_data_):
+            X, y, _, _ = self._task_data_.tensors()
+            for unit in torch.unique(y).tolist():
+                groups.setdefault(unit, X[y == unit])
+        units = np.array(sorted(groups), dtype=np.int64)
+        if not units.size:
+            return units, torch.empty(0, 0, device=self.device_)
+        means = torch.stack([self._features(groups[u]).mean(0) for u in units.tolist()])
+        return units, F.normalize(means, dim=1)
+
+    def _predict_scores(self, X: torch.Tensor, task: torch.Tensor | None) -> torch.Tensor:
+        units, means = self.class_means()
+        if not units.size:
+            return super()._predict_scores(X, task)
+        distance = torch.cdist(self._features(X), means)
+        scores = X.new_full((X.shape[0], self.network_.n_units), float("-inf"))
+        scores[:, torch.from_numpy(units).to(X.device)] = -distance
+        return self._class_scores(scores)
+
+    @classmethod
+    def _unit_test_params(cls) -> dict:
+        return {**super()._unit_test_params(), "memory_size": 200}

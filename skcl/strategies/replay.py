@@ -1,0 +1,528 @@
+"""Replay (rehearsal): a bounded memory of past samples trained on again.
+
+Every method here keeps at most ``memory_size`` samples (inputs, or latent
+activations for latent replay) in a buffer of :mod:`skcl.memory` and differs
+only in what it trains on (the ``_training_batch`` hook) and how its buffer
+is filled; GDumb trains on the buffer alone.
+"""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.utils._param_validation import Interval, StrOptions
+from torch import nn
+from torch.func import functional_call
+from torch.nn import functional as F
+
+from skcl.base import Batch, ContinualClassifier
+from skcl.memory import (
+    ClassBalancedBuffer,
+    ReservoirBuffer,
+    SampleStore,
+    concat_batches,
+    take,
+)
+from skcl.nn import SharedHead
+
+
+class _Rehearsal(ContinualClassifier):
+    """Training on each incoming batch joined by a batch retrieved from a memory.
+
+    Each ``partial_fit`` call is offered to the memory (once per distinct
+    call), then one epoch runs in which every batch is joined by the samples
+    the subclass's ``_replay(batch)`` retrieves.
+    """
+
+    def _make_memory(self):
+        return ReservoirBuffer(self.memory_size)
+
+    def _initialize(self) -> None:
+        self.memory_ = self._make_memory()
+
+    def _observe(self, X, y, weight, task) -> None:
+        self.memory_.offer(Batch(X, y, weight, task), self._rng_)
+        self._run_epoch(X, y, weight, task)
+
+    def _training_batch(self, batch: Batch) -> Batch:
+        if len(self.memory_) == 0:
+            return batch
+        return concat_batches(batch, self._replay(batch))
+
+
+class ReplayClassifier(_Rehearsal):
+    r"""Experience replay with a tiny episodic memory (Chaudhry et al., 2019).
+
+    "On Tiny Episodic Memories in Continual Learning" (arXiv:1902.10486). A
+    buffer :math:`\mathcal M` of at most ``memory_size`` samples is filled as
+    data arrives; each SGD step trains on the incoming batch :math:`B` joined
+    by a batch :math:`B_{\mathcal M}` drawn uniformly from the buffer:
+
+    .. math:: \theta \leftarrow \theta - \eta \nabla_\theta \frac{1}{|B| + |B_{\mathcal M}|}
+              \sum_{(x, y) \in B \cup B_{\mathcal M}} \ell(f_\theta(x), y)
+
+    The buffer is offered each ``partial_fit`` call once (repeated epochs over
+    the same arrays are not new samples), so it may already hold samples of
+    the current task.
+
+    Parameters
+    ----------
+    memory_size : int, default=200
+        The most samples kept, over all tasks.
+    policy : {'reservoir', 'class_balanced'}, default='reservoir'
+        How the buffer is filled: reservoir sampling (a uniform sample of
+        everything seen) or greedy class balancing
+        (:class:`~skcl.memory.ClassBalancedBuffer`, every class seen keeps
+        samples).
+    replay_batch_size : int, default=None
+        Size of :math:`B_{\mathcal M}`; ``None`` uses ``batch_size``.
+    hidden_layer_sizes, backbone, optimizer, learning_rate, momentum, batch_size, \
+max_epochs, device, random_state, verbose
+        As in :class:`~skcl.base.ContinualClassifier`.
+
+    Attributes
+    ----------
+    memory_ : ReservoirBuffer or ClassBalancedBuffer
+        The buffer, on the estimator's device.
+
+    Examples
+    --------
+    >>> from skcl import ReplayClassifier
+    >>> from skcl.datasets import load_split_digits
+    >>> stream = load_split_digits()
+    >>> clf = ReplayClassifier(memory_size=100, hidden_layer_sizes=(64,), random_state=0)
+    >>> for exp in stream:
+    ...     for _ in range(2):
+    ...         clf = clf.partial_fit(exp.X_train, exp.y_train, task_id=exp.task_id)
+    >>> len(clf.memory_)
+    100
+    """
+
+    _parameter_constraints: dict = {
+        **ContinualClassifier._parameter_constraints,
+        "memory_size": [Interval(Integral, 1, None, closed="left")],
+        "policy": [StrOptions({"reservoir", "class_balanced"})],
+        "replay_batch_size": [Interval(Integral, 1, None, closed="left"), None],
+    }
+
+    def __init__(self, memory_size: int = 200, policy: str = "reservoir",
+                 replay_batch_size: int | None = None, hidden_layer_sizes=(256, 256),
+                 backbone=None, optimizer="sgd", learning_rate=0.05, momentum=0.9,
+                 batch_size=32, max_epochs=5, device="auto", random_state=None, verbose=0):
+        super().__init__(hidden_layer_sizes=hidden_layer_sizes, backbone=backbone,
+                         optimizer=optimizer, learning_rate=learning_rate, momentum=momentum,
+                         batch_size=batch_size, max_epochs=max_epochs, device=device,
+                         random_state=random_state, verbose=verbose)
+        self.memory_size = memory_size
+        self.policy = policy
+        self.replay_batch_size = replay_batch_size
+
+    @classmethod
+    def _unit_test_params(cls) -> dict:
+        return {**super()._unit_test_params(), "memory_size": 40}
+
+    def _make_memory(self):
+        if self.policy == "class_balanced":
+            return ClassBalancedBuffer(self.memory_size)
+        return ReservoirBuffer(self.memory_size)
+
+    def _replay(self, batch: Batch) -> Batch:
+        """A uniform draw of ``replay_batch_size`` stored samples."""
+        return self.memory_.sample(self.replay_batch_size or self.batch_size, self._rng_)
+
+
+class MIRClassifier(_Rehearsal):
+    r"""Maximally interfered retrieval (Aljundi et al., NeurIPS 2019).
+
+    "Online Continual Learning with Maximally Interfered Retrieval". Like
+    experience replay with a reservoir buffer, but the replayed samples are
+    those the coming update would hurt most. For the incoming batch :math:`B`
+    a virtual SGD step
+
+    .. math:: \theta^v = \theta - \eta \nabla_\theta \mathcal L(f_\theta, B)
+
+    is taken (plain SGD, learning rate :math:`\eta` = ``learning_rate``,
+    without momentum), ``n_candidates`` samples are drawn from the buffer, and
+    the ``k`` with the largest loss increase
+
+    .. math:: s(x, y) = \ell(f_{\theta^v}(x), y) - \ell(f_\theta(x), y)
+
+    join :math:`B` for the real step.
+
+    Parameters
+    ----------
+    memory_size : int, default=200
+        The most samples kept (reservoir sampling).
+    n_candidates : int, default=100
+        Samples drawn from the buffer and scored at each step.
+    k : int, default=32
+        Samples replayed at each step: the top-``k`` candidates by :math:`s`.
+    hidden_layer_sizes, backbone, optimizer, learning_rate, momentum, batch_size, \
+max_epochs, device, random_state, verbose
+        As in :class:`~skcl.base.ContinualClassifier`.
+
+    Attributes
+    ----------
+    memory_ : ReservoirBuffer
+        The buffer, on the estimator's device.
+
+    Examples
+    --------
+    >>> from skcl import MIRClassifier
+    >>> from skcl.datasets import load_split_digits
+    >>> stream = load_split_digits()
+    >>> clf = MIRClassifier(n_candidates=40, k=10, hidden_layer_sizes=(64,), random_state=0)
+    >>> for exp in stream:
+    ...     clf = clf.partial_fit(exp.X_train, exp.y_train, task_id=exp.task_id)
+    >>> clf.score(stream[0].X_test, stream[0].y_test) > 0.5
+    True
+    """
+
+    _parameter_constraints: dict = {
+        **ContinualClassifier._parameter_constraints,
+        "memory_size": [Interval(Integral, 1, None, closed="left")],
+        "n_candidates": [Interval(Integral, 1, None, closed="left")],
+        "k": [Interval(Integral, 1, None, closed="left")],
+    }
+
+    def __init__(self, memory_size: int = 200, n_candidates: int = 100, k: int = 32,
+                 hidden_layer_sizes=(256, 256), backbone=None, optimizer="sgd",
+                 learning_rate=0.05, momentum=0.9, batch_size=32, max_epochs=5, device="auto",
+                 random_state=None, verbose=0):
+        super().__init__(hidden_layer_sizes=hidden_layer_sizes, backbone=backbone,
+                         optimizer=optimizer, learning_rate=learning_rate, momentum=momentum,
+                         batch_size=batch_size, max_epochs=max_epochs, device=device,
+                         random_state=random_state, verbose=verbose)
+        self.memory_size = memory_size
+        self.n_candidates = n_candidates
+        self.k = k
+
+    @classmethod
+    def _unit_test_params(cls) -> dict:
+        return {**super()._unit_test_params(), "memory_size": 40, "n_candidates": 20, "k": 8}
+
+    def _replay(self, batch: Batch) -> Batch:
+        """The ``k`` of ``n_candidates`` drawn samples whose loss the virtual step raises most."""
+        candidates = self.memory_.sample(self.n_candidates, self._rng_)
+        if candidates.y.shape[0] <= self.k:
+            return candidates
+        increase = self._interference(batch, candidates)
+        return take(candidates, torch.topk(increase, self.k).indices)
+
+    def _interference(self, batch: Batch, candidates: Batch) -> torch.Tensor:
+        """Loss increase :math:`s` of each candidate under the virtual step on ``batch``."""
+        network = self.network_
+        trainable = {id(p) for p in self._trainable_parameters() if p.requires_grad}
+        names = [n for n, p in network.named_parameters() if id(p) in trainable]
+        params = dict(network.named_parameters())
+        loss = self._loss(network(batch.X, batch.task), batch)
+        grads = torch.autograd.grad(loss, [params[n] for n in names], allow_unused=True)
+        virtual = {n: params[n].detach() - self.learning_rate * g
+                   for n, g in zip(names, grads, strict=True) if g is not None}
+        with torch.no_grad():
+            before = F.cross_entropy(network(candidates.X, candidates.task), candidates.y,
+                                     reduction="none")
+            logits = functional_call(network, virtual, (candidates.X, candidates.task),
+                                     strict=False)
+            after = F.cross_entropy(logits, candidates.y, reduction="none")
+        return after - before
+
+
+class GDumbClassifier(ContinualClassifier):
+    r"""GDumb: greedy sampler and dumb learner (Prabhu et al., ECCV 2020).
+
+    "GDumb: A Simple Approach that Questions Our Progress in Continual
+    Learning". ``partial_fit`` only stores: a greedy class-balanced sampler
+    (:class:`~skcl.memory.ClassBalancedBuffer`) keeps at most ``memory_size``
+    samples, and a class :math:`y` enters a full memory only while
+    :math:`|M_y| < \max_c |M_c|`, evicting a random sample of a largest class.
+    The network is never trained on the stream: before a prediction, if the
+    memory changed, a freshly initialised network is trained from scratch on
+    the memory alone,
+
+    .. math:: \theta = \arg\min_\theta \frac{1}{|M|} \sum_{(x, y) \in M} \ell(f_\theta(x), y)
+
+    by ``gdumb_epochs`` epochs of mini-batch SGD. The retraining draws its
+    initialisation and shuffling from a seed fixed when the estimator is
+    reset, and visits the memory in a canonical order, so predictions depend
+    only on the memory's content (and the classes seen).
+
+    Training is lazy: it runs only when the memory changed since the last
+    one, at the first of the task's end (:meth:`end_task`, so timings of a
+    stream count it as training) or a prediction (which then changes the
+    fitted network: a prediction in the middle of a task trains).
+
+    Parameters
+    ----------
+    memory_size : int, default=200
+        The most samples kept.
+    gdumb_epochs : int, default=30
+        Epochs of each retraining on the memory (``max_epochs`` is unused).
+    hidden_layer_sizes, backbone, optimizer, learning_rate, momentum, batch_size, \
+max_epochs, device, random_state, verbose
+        As in :class:`~skcl.base.ContinualClassifier`.
+
+    Attributes
+    ----------
+    memory_ : ClassBalancedBuffer
+        The memory, on the estimator's device.
+
+    Examples
+    --------
+    >>> from skcl import GDumbClassifier
+    >>> from skcl.datasets import load_split_digits
+    >>> stream = load_split_digits()
+    >>> clf = GDumbClassifier(memory_size=100, hidden_layer_sizes=(64,), random_state=0)
+    >>> for exp in stream:
+    ...     clf = clf.partial_fit(exp.X_train, exp.y_train, task_id=exp.task_id)
+    >>> sorted(set(clf.memory_.class_counts().values()))
+    [10]
+    >>> clf.score(stream[0].X_test, stream[0].y_test) > 0.8
+    True
+    """
+
+    _parameter_constraints: dict = {
+        **ContinualClassifier._parameter_constraints,
+        "memory_size": [Interval(Integral, 1, None, closed="left")],
+        "gdumb_epochs": [Interval(Integral, 1, None, closed="left")],
+    }
+
+    def __init__(self, memory_size: int = 200, gdumb_epochs: int = 30,
+                 hidden_layer_sizes=(256, 256), backbone=None, optimizer="sgd",
+                 learning_rate=0.05, momentum=0.9, batch_size=32, max_epochs=5, device="auto",
+                 random_state=None, verbose=0):
+        super().__init__(hidden_layer_sizes=hidden_layer_sizes, backbone=backbone,
+                         optimizer=optimizer, learning_rate=learning_rate, momentum=momentum,
+                         batch_size=batch_size, max_epochs=max_epochs, device=device,
+                         random_state=random_state, verbose=verbose)
+        self.memory_size = memory_size
+        self.gdumb_epochs = gdumb_epochs
+
+    @classmethod
+    def _unit_test_params(cls) -> dict:
+        return {**super()._unit_test_params(), "memory_size": 100, "gdumb_epochs": 20}
+
+    def _initialize(self) -> None:
+        self.memory_ = ClassBalancedBuffer(self.memory_size)
+        self._trained_version_ = self.memory_.version
+        self._retrain_seed_ = self._next_seed()
+
+    def _observe(self, X, y, weight, task) -> None:
+        self.memory_.offer(Batch(X, y, weight, task), self._rng_)
+
+    def _before_predict(self) -> None:
+        if self._trained_version_ != self.memory_.version:
+            self._retrain()
+
+    def _after_task(self, task: int) -> None:
+        self._before_predict()
+
+    def _retrain(self) -> None:
+        """Train a fresh network on the memory alone, from the fixed retraining seed."""
+        stream_rng, self._rng_ = self._rng_, np.random.default_rng(self._retrain_seed_)
+        try:
+            self.network_ = self._fresh_network()
+            self._optimizer_ = self._make_optimizer()
+            items = self.memory_.items()
+            items = take(items, _canonical_order(items))
+            for _ in range(self.gdumb_epochs):
+                self._run_epoch(*items)
+        finally:
+            self._rng_ = stream_rng
+        self._optimizer_ = None if self.current_task_ is None else self._make_optimizer()
+        self._trained_version_ = self.memory_.version
+
+
+def _canonical_order(batch: Batch) -> np.ndarray:
+    """An order of the rows that depends only on their values (lexicographic)."""
+    columns = [batch.X.reshape(batch.X.shape[0], -1), batch.y[:, None], batch.task[:, None]]
+    if batch.weight is not None:
+        columns.append(batch.weight[:, None])
+    keys = torch.cat([c.double() for c in columns], dim=1).cpu().numpy()
+    return np.lexsort(keys.T[::-1])
+
+
+class LatentSplit(nn.Module):
+    """A trunk cut at ``replay_layer``: ``upper(lower(x))``, or ``upper(z)`` from latents.
+
+    Parameters
+    ----------
+    trunk : torch.nn.Sequential
+        The trunk to cut.
+    replay_layer : int
+        Number of the trunk's modules below the cut (0 replays the inputs).
+
+    Attributes
+    ----------
+    latent_input : bool
+        While ``True`` the forward pass takes latent activations and runs
+        ``upper`` only (LatentReplayClassifier's training epochs set it).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skcl.nn import make_mlp
+    >>> from skcl.strategies.replay import LatentSplit
+    >>> split = LatentSplit(make_mlp(8, (16, 4)), replay_layer=2)
+    >>> split.lower(torch.zeros(3, 8)).shape
+    torch.Size([3, 16])
+    """
+
+    def __init__(self, trunk: nn.Module, replay_layer: int):
+        super().__init__()
+        if not isinstance(trunk, nn.Sequential):
+            raise TypeError(
+                "latent replay cuts the trunk at replay_layer, so the backbone must return a "
+                f"torch.nn.Sequential; got {type(trunk).__name__}"
+            )
+        if replay_layer > len(trunk):
+            raise ValueError(
+                f"replay_layer={replay_layer} exceeds the trunk's {len(trunk)} modules"
+            )
+        self.lower = trunk[:replay_layer]
+        self.upper = trunk[replay_layer:]
+        self.latent_input = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.upper(x if self.latent_input else self.lower(x))
+
+
+class LatentReplayClassifier(ContinualClassifier):
+    r"""Latent replay (Pellegrini et al., IROS 2020).
+
+    "Latent Replay for Real-Time Continual Learning". The trunk is cut at
+    ``replay_layer`` into lower layers :math:`g` and upper layers :math:`h`
+    (:class:`LatentSplit`). The memory stores latent activations
+    :math:`z = g(x)`, not inputs, at most ``memory_size`` of them (reservoir
+    sampling): at the end of each task its samples are offered as
+    :math:`(g(x), y)`. A step trains :math:`h` and the head on the incoming
+    batch's latents joined by replayed ones,
+
+    .. math:: \frac{1}{|B| + |B_{\mathcal M}|} \Big( \sum_{(x, y) \in B}
+              \ell(h(g(x)), y) + \sum_{(z, y) \in B_{\mathcal M}} \ell(h(z), y) \Big),
+
+    and replayed latents never pass through :math:`g`. After the first task
+    :math:`g` learns ``lower_lr_factor`` times slower: 0 (the default) freezes
+    it, so stored latents stay exact and the incoming batch's :math:`g(x)` is
+    computed without gradients. A factor in (0, 1] scales :math:`g`'s
+    gradients, which under SGD is a learning rate ``lower_lr_factor *
+    learning_rate`` (Adam normalises gradient scale away, so with Adam only 0
+    changes anything); stored latents then drift from what :math:`g` now
+    computes, the trade-off the paper accepts for a slowly learning :math:`g`.
+
+    Parameters
+    ----------
+    memory_size : int, default=200
+        The most latent activations kept.
+    replay_layer : int, default=2
+        Number of trunk modules below the latent layer; for the default MLP
+        (``Linear, ReLU`` per hidden layer) 2 replays the first hidden layer's
+        activations. The backbone must be a ``torch.nn.Sequential``.
+    lower_lr_factor : float, default=0.0
+        Learning-rate factor of the layers below ``replay_layer`` after the
+        first task (0 freezes them).
+    replay_batch_size : int, default=None
+        Latents replayed per step; ``None`` uses ``batch_size``.
+    hidden_layer_sizes, backbone, optimizer, learning_rate, momentum, batch_size, \
+max_epochs, device, random_state, verbose
+        As in :class:`~skcl.base.ContinualClassifier`.
+
+    Attributes
+    ----------
+    memory_ : ReservoirBuffer
+        Stored latent activations, on the estimator's device.
+
+    Examples
+    --------
+    >>> from skcl import LatentReplayClassifier
+    >>> from skcl.datasets import load_split_digits
+    >>> stream = load_split_digits()
+    >>> clf = LatentReplayClassifier(hidden_layer_sizes=(64, 32), random_state=0)
+    >>> for exp in stream:
+    ...     clf = clf.partial_fit(exp.X_train, exp.y_train, task_id=exp.task_id)
+    >>> clf = clf.end_task()
+    >>> clf.memory_.items().X.shape
+    torch.Size([200, 64])
+    """
+
+    _parameter_constraints: dict = {
+        **ContinualClassifier._parameter_constraints,
+        "memory_size": [Interval(Integral, 1, None, closed="left")],
+        "replay_layer": [Interval(Integral, 0, None, closed="left")],
+        "lower_lr_factor": [Interval(Real, 0, 1, closed="both")],
+        "replay_batch_size": [Interval(Integral, 1, None, closed="left"), None],
+    }
+
+    def __init__(self, memory_size: int = 200, replay_layer: int = 2,
+                 lower_lr_factor: float = 0.0, replay_batch_size: int | None = None,
+                 hidden_layer_sizes=(256, 256), backbone=None, optimizer="sgd",
+                 learning_rate=0.05, momentum=0.9, batch_size=32, max_epochs=5, device="auto",
+                 random_state=None, verbose=0):
+        super().__init__(hidden_layer_sizes=hidden_layer_sizes, backbone=backbone,
+                         optimizer=optimizer, learning_rate=learning_rate, momentum=momentum,
+                         batch_size=batch_size, max_epochs=max_epochs, device=device,
+                         random_state=random_state, verbose=verbose)
+        self.memory_size = memory_size
+        self.replay_layer = replay_layer
+        self.lower_lr_factor = lower_lr_factor
+        self.replay_batch_size = replay_batch_size
+
+    @classmethod
+    def _unit_test_params(cls) -> dict:
+        return {**super()._unit_test_params(), "memory_size": 40}
+
+    def _make_network(self) -> nn.Module:
+        return SharedHead(lambda: LatentSplit(self._make_trunk(), self.replay_layer),
+                          self.n_features_in_)
+
+    def _initialize(self) -> None:
+        self.memory_ = ReservoirBuffer(self.memory_size)
+        self._task_data_ = SampleStore()
+        self._lower_frozen_ = False
+
+    @property
+    def _split(self) -> LatentSplit:
+        return self.network_.trunk
+
+    def _frozen(self) -> bool:
+        return self._lower_frozen_ and self.lower_lr_factor == 0
+
+    def _trainable_parameters(self):
+        if not self._frozen():
+            return self.network_.parameters()
+        lower = {id(p) for p in self._split.lower.parameters()}
+        return [p for p in self.network_.parameters() if id(p) not in lower]
+
+    def _observe(self, X, y, weight, task) -> None:
+        self._task_data_.add(X, y, weight, task)
+        self._split.latent_input = True
+        try:
+            self._run_epoch(X, y, weight, task)
+        finally:
+            self._split.latent_input = False
+
+    def _training_batch(self, batch: Batch) -> Batch:
+        with torch.set_grad_enabled(not self._frozen()):
+            batch = batch._replace(X=self._split.lower(batch.X))
+        if len(self.memory_) == 0:
+            return batch
+        replay = self.memory_.sample(self.replay_batch_size or self.batch_size, self._rng_)
+        return concat_batches(batch, replay)
+
+    def _after_backward(self) -> None:
+        if self._lower_frozen_ and 0 < self.lower_lr_factor < 1:
+            for p in self._split.lower.parameters():
+                if p.grad is not None:
+                    p.grad.mul_(self.lower_lr_factor)
+
+    def _after_task(self, task: int) -> None:
+        if len(self._task_data_):
+            X, y, weight, task_ids = self._task_data_.tensors()
+            self._split.eval()
+            with torch.no_grad():
+                latent = self._split.lower(X)
+            self.memory_.offer(Batch(latent, y, weight, task_ids), self._rng_)
+        self._task_data_ = SampleStore()
+        self._lower_frozen_ = True

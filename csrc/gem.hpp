@@ -238,11 +238,15 @@ inline std::vector<double> gem_solve_dual(const double* gram, int64_t t, double 
         is_free[j] = 1;
         return true;
     };
+    // Drops the bound variables from F: rows of L before the first dropped one
+    // stay valid, the free variables after it are appended again.
     auto refactor = [&]() {
+        size_t p = 0;
+        while (p < F.size() && is_free[F[p]]) ++p;
         std::vector<int64_t> keep;
-        for (int64_t j : F)
-            if (is_free[j]) keep.push_back(j);
-        F.clear();
+        for (size_t q = p; q < F.size(); ++q)
+            if (is_free[F[q]]) keep.push_back(F[q]);
+        F.resize(p);
         for (int64_t j : keep) {
             is_free[j] = 0;
             if (!append(j)) throw std::domain_error("GEM dual: G G^T + eps I is singular");

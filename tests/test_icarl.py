@@ -9,6 +9,7 @@ from skcl import ICaRLClassifier
 from skcl.base import Batch
 from skcl.datasets import load_split_digits
 from skcl.kernels import herding
+from skcl.strategies._float64 import forward_float64
 
 SMALL = dict(hidden_layer_sizes=(32,), batch_size=16, device="cpu", random_state=0)
 
@@ -18,10 +19,12 @@ def stream():
     return load_split_digits()
 
 
-def features(clf, X):
+def features(clf, X, float64=False):
     clf.network_.eval()
     with torch.no_grad():
-        return F.normalize(clf.network_.features(torch.as_tensor(X)), dim=1)
+        X = torch.as_tensor(X)
+        out = forward_float64(clf.network_.trunk, X) if float64 else clf.network_.trunk(X)
+        return F.normalize(out, dim=1)
 
 
 def unit(clf, label):
@@ -62,13 +65,13 @@ def test_prediction_is_the_nearest_mean_of_exemplars(stream):
     clf.end_task()
     X = np.vstack([exp.X_test for exp in stream[:3]])
     means = torch.stack([
-        F.normalize(features(clf, clf.exemplars_.exemplars(unit(clf, c)).X).mean(0), dim=0)
+        F.normalize(features(clf, clf.exemplars_.exemplars(unit(clf, c)).X, True).mean(0), dim=0)
         for c in clf.classes_
     ])
-    nearest = torch.cdist(features(clf, X), means).argmin(1).numpy()
+    distance = torch.cdist(features(clf, X, float64=True), means)
+    nearest = distance.argmin(1).numpy()
     np.testing.assert_array_equal(clf.predict(X), clf.classes_[nearest])
-    np.testing.assert_allclose(clf.decision_function(X),
-                               -torch.cdist(features(clf, X), means).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(clf.decision_function(X), -distance.numpy(), rtol=1e-12)
     # The network's own outputs would answer differently: NME is what predicts.
     with torch.no_grad():
         network_pred = clf.classes_[clf.network_(torch.as_tensor(X)).argmax(1).numpy()]

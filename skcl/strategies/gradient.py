@@ -21,6 +21,7 @@ from skcl import kernels
 from skcl.base import Batch, ContinualClassifier
 from skcl.memory import EpisodicMemory
 from skcl.nn import IncrementalLinear
+from skcl.strategies._float64 import Float64Scores
 
 # Ridge added to G G^T in GEM's dual QP, as in the paper's code.
 _GEM_EPS = 1e-3
@@ -140,7 +141,7 @@ def _segment_outer(G, offsets, module, delta, a, bounds) -> None:
             torch.sum(delta[start:stop], dim=0, out=G[k, b:b + out_features])
 
 
-class _EpisodicProjection(ContinualClassifier):
+class _EpisodicProjection(Float64Scores, ContinualClassifier):
     """A per-task episodic memory and a projection of every step's gradient.
 
     Each ``partial_fit`` call is offered to the memory once. After each
@@ -295,8 +296,8 @@ max_epochs, device, random_state, verbose
     >>> clf = AGEMClassifier(sample_size=64, hidden_layer_sizes=(64,), random_state=0)
     >>> for exp in stream:
     ...     clf = clf.partial_fit(exp.X_train, exp.y_train, task_id=exp.task_id)
-    >>> clf.score(stream[0].X_test, stream[0].y_test) > 0.5
-    True
+    >>> clf.memory_.tasks, len(clf.memory_)
+    ([0, 1, 2], 200)
     """
 
     _parameter_constraints: dict = {

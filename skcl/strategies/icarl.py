@@ -12,9 +12,10 @@ from torch.nn import functional as F
 
 from skcl.base import Batch, ContinualClassifier
 from skcl.memory import ExemplarSets, SampleStore, concat_batches, take
+from skcl.strategies._float64 import Float64Scores, forward_float64
 
 
-class ICaRLClassifier(ContinualClassifier):
+class ICaRLClassifier(Float64Scores, ContinualClassifier):
     r"""Incremental classifier and representation learning (Rebuffi et al., CVPR 2017).
 
     "iCaRL: Incremental Classifier and Representation Learning".
@@ -141,13 +142,18 @@ max_epochs, device, random_state, verbose
 
     # ------------------------------------------------------------------ prediction
 
-    def _features(self, X: torch.Tensor) -> torch.Tensor:
-        r""":math:`\varphi(x)`: L2-normalised trunk features (eval mode, no gradient)."""
-        was_training = self.network_.training
-        self.network_.eval()
+    def _features(self, X: torch.Tensor, float64: bool = False) -> torch.Tensor:
+        r""":math:`\varphi(x)`: L2-normalised trunk features (eval mode, no gradient).
+
+        float32 for herding; float64 for nearest-mean scoring (see
+        :mod:`skcl.strategies._float64`).
+        """
+        trunk = self.network_.trunk
+        was_training = trunk.training
+        trunk.eval()
         with torch.no_grad():
-            features = self.network_.features(X)
-        self.network_.train(was_training)
+            features = forward_float64(trunk, X) if float64 else trunk(X)
+        trunk.train(was_training)
         return F.normalize(features, dim=1)
 
     def class_means(self) -> tuple[np.ndarray, torch.Tensor]:
@@ -170,15 +176,15 @@ max_epochs, device, random_state, verbose
         units = np.array(sorted(groups), dtype=np.int64)
         if not units.size:
             return units, torch.empty(0, 0, device=self.device_)
-        means = torch.stack([self._features(groups[u]).mean(0) for u in units.tolist()])
-        return units, F.normalize(means, dim=1)
+        means = [self._features(groups[u], float64=True).mean(0) for u in units.tolist()]
+        return units, F.normalize(torch.stack(means), dim=1)
 
     def _predict_scores(self, X: torch.Tensor, task: torch.Tensor | None) -> torch.Tensor:
         units, means = self.class_means()
         if not units.size:
             return super()._predict_scores(X, task)
-        distance = torch.cdist(self._features(X), means)
-        scores = X.new_full((X.shape[0], self.network_.n_units), float("-inf"))
+        distance = torch.cdist(self._features(X, float64=True), means)
+        scores = distance.new_full((X.shape[0], self.network_.n_units), float("-inf"))
         scores[:, torch.from_numpy(units).to(X.device)] = -distance
         return self._class_scores(scores)
 

@@ -26,9 +26,10 @@ from skcl.memory import (
     take,
 )
 from skcl.nn import SharedHead
+from skcl.strategies._float64 import Float64Scores
 
 
-class _Rehearsal(ContinualClassifier):
+class _Rehearsal(Float64Scores, ContinualClassifier):
     """Training on each incoming batch joined by a batch retrieved from a memory.
 
     Each ``partial_fit`` call is offered to the memory (once per distinct
@@ -176,8 +177,8 @@ max_epochs, device, random_state, verbose
     >>> clf = MIRClassifier(n_candidates=40, k=10, hidden_layer_sizes=(64,), random_state=0)
     >>> for exp in stream:
     ...     clf = clf.partial_fit(exp.X_train, exp.y_train, task_id=exp.task_id)
-    >>> clf.score(stream[0].X_test, stream[0].y_test) > 0.5
-    True
+    >>> len(clf.memory_), clf.memory_.n_seen
+    (200, 1257)
     """
 
     _parameter_constraints: dict = {
@@ -230,7 +231,7 @@ max_epochs, device, random_state, verbose
         return after - before
 
 
-class GDumbClassifier(ContinualClassifier):
+class GDumbClassifier(Float64Scores, ContinualClassifier):
     r"""GDumb: greedy sampler and dumb learner (Prabhu et al., ECCV 2020).
 
     "GDumb: A Simple Approach that Questions Our Progress in Continual
@@ -389,7 +390,7 @@ class LatentSplit(nn.Module):
         return self.upper(x if self.latent_input else self.lower(x))
 
 
-class LatentReplayClassifier(ContinualClassifier):
+class LatentReplayClassifier(Float64Scores, ContinualClassifier):
     r"""Latent replay (Pellegrini et al., IROS 2020).
 
     "Latent Replay for Real-Time Continual Learning". The trunk is cut at

@@ -99,6 +99,7 @@ def _run_cell(task: _Task, stream: TaskStream) -> dict[str, Any]:
     """Train and score one cell; any exception becomes a failed record."""
     global _PROCESS_WARM
     import torch
+    from threadpoolctl import threadpool_limits
 
     from skcl.evaluation import evaluate_stream, warm_up
 
@@ -108,16 +109,18 @@ def _run_cell(task: _Task, stream: TaskStream) -> dict[str, Any]:
     start = time.perf_counter()
     estimator = None
     try:
-        if not _PROCESS_WARM:
-            warm_up()
-            _PROCESS_WARM = True
-            start = time.perf_counter()
-        random.seed(task.seed)
-        np.random.seed(task.seed)  # noqa: NPY002 - the legacy global state, for code reading it
-        torch.manual_seed(task.seed)
-        cls = getattr(importlib.import_module(task.module), task.cls)
-        estimator = cls(**task.params, random_state=task.seed)
-        result = evaluate_stream(estimator, stream, scenario=task.scenario, epochs=task.epochs)
+        # BLAS and OpenMP pools too (scikit-learn's MLP, skcl's kernels): one budget per cell.
+        with threadpool_limits(limits=task.threads):
+            if not _PROCESS_WARM:
+                warm_up()
+                _PROCESS_WARM = True
+                start = time.perf_counter()
+            random.seed(task.seed)
+            np.random.seed(task.seed)  # noqa: NPY002 - the legacy global state, for code reading it
+            torch.manual_seed(task.seed)
+            cls = getattr(importlib.import_module(task.module), task.cls)
+            estimator = cls(**task.params, random_state=task.seed)
+            result = evaluate_stream(estimator, stream, scenario=task.scenario, epochs=task.epochs)
     except Exception as exc:
         record = _record(task, exc)
     else:
@@ -288,7 +291,8 @@ def run_bench(
     device : str or None, default='cpu'
         ``device`` of every skcl estimator; None leaves it to the settings.
     threads : int, default=1
-        Torch threads in each cell, whatever the backend.
+        Threads of each cell (torch's, and the BLAS and OpenMP pools through
+        threadpoolctl), whatever the backend.
     backend : {'loky', 'serial', 'dask'}, default='loky'
         Where cells run: joblib's loky worker processes, this process, or a
         Dask cluster (``scheduler``'s address, else a ``LocalCluster`` of

@@ -35,12 +35,13 @@ test: lint
 # The committed benchmark report: every estimator on main (and sklearn's SGD and MLP)
 # over split-digits and permuted-digits, 3 seeds, PROTOCOL.md settings with the
 # per-family ones of benchmarks/bench_methods.py. BENCH_ARGS= (empty) resumes an
-# interrupted run instead of starting over.
+# interrupted run instead of starting over; BENCH_OUT=DIR writes elsewhere.
 BENCH_ARGS ?= --restart
+BENCH_OUT ?= benchmarks/results
 bench: $(STAMP)
 	$(VENV)/bin/skcl bench --estimators all --streams split-digits,permuted-digits \
 		--scenarios class,task --seeds 0,1,2 --epochs 5 \
-		--settings benchmarks/bench_methods.py --out benchmarks/results $(BENCH_ARGS)
+		--settings benchmarks/bench_methods.py --out $(BENCH_OUT) $(BENCH_ARGS)
 
 bench-overhead: $(STAMP)
 	$(PY) benchmarks/bench_overhead.py

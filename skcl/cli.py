@@ -223,17 +223,22 @@ def _parser() -> argparse.ArgumentParser:
                        help="with --data: a permuted stream of N experiences")
     bench.add_argument("--scenarios", default="class,task",
                        help="comma-separated; the no-task-id scenario is 'domain' on streams "
-                            "whose experiences share their classes, 'class' otherwise")
-    bench.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
-    bench.add_argument("--epochs", type=int, default=5, help="passes per experience")
+                            "whose experiences share their classes, 'class' otherwise "
+                            "(default: %(default)s)")
+    bench.add_argument("--seeds", default="0,1,2", help="comma-separated (default: %(default)s)")
+    bench.add_argument("--epochs", type=int, default=5,
+                       help="passes per experience (default: %(default)s)")
     bench.add_argument("--param", action="append", default=[], metavar="[EST.]KEY=VALUE",
                        help="estimator parameter, repeatable; EST. limits it to one estimator")
     bench.add_argument("--settings", metavar="FILE",
                        help="per-estimator, per-stream parameters (.json, or a .py defining "
                             "PROTOCOL and FAMILIES like benchmarks/bench_methods.py)")
-    bench.add_argument("--device", default="cpu", help="device of the skcl estimators")
-    bench.add_argument("--threads", type=int, default=1, help="torch threads per cell")
-    bench.add_argument("--backend", default="loky", choices=("loky", "serial", "dask"))
+    bench.add_argument("--device", default="cpu",
+                       help="device of the skcl estimators (default: %(default)s)")
+    bench.add_argument("--threads", type=int, default=1,
+                       help="threads per cell: torch, BLAS, OpenMP (default: %(default)s)")
+    bench.add_argument("--backend", default="loky", choices=("loky", "serial", "dask"),
+                       help="where cells run (default: %(default)s)")
     bench.add_argument("--n-jobs", type=int, default=None,
                        help="worker processes (loky, local dask cluster; default: CPUs)")
     bench.add_argument("--scheduler", metavar="ADDRESS",

@@ -95,6 +95,23 @@ def test_penalty_covers_only_units_that_existed_when_importance_was_computed(spl
     assert torch.all(grad[2:] == 0)
 
 
+@pytest.mark.parametrize("cls, extra", [*PENALTIES, (LwFClassifier, {})],
+                         ids=lambda v: getattr(v, "__name__", ""))
+def test_a_new_task_id_closes_the_task_as_end_task_does(cls, extra, split):
+    """partial_fit with a new task id adds the new task's units before the old task closes;
+    the closing work must still see only the units the old task trained."""
+    explicit, implicit = cls(**SMALL, **extra), cls(**SMALL, **extra)
+    for exp in split[:3]:
+        train(explicit, [exp])
+        train(implicit, [exp], end=False)
+    implicit.end_task()
+    X = split[0].X_test
+    np.testing.assert_array_equal(implicit.predict_proba(X), explicit.predict_proba(X))
+    for name in ("anchor_", "importance_"):
+        for key, value in getattr(explicit, name, {}).items():
+            assert torch.equal(getattr(implicit, name)[key], value)
+
+
 def test_stiffness_is_clipped_at_half_the_sgd_stability_limit(split):
     clf = train(EWCClassifier(**SMALL, ewc_lambda=1e6), split[:1])
     train(clf, split[1:2], epochs=1, end=False)

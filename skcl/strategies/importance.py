@@ -127,15 +127,23 @@ def _pad_rows(t: torch.Tensor, like: torch.Tensor, fill: torch.Tensor | None = N
 
 
 class _TrainedUnits(nn.Module):
-    """The network with its logits restricted to the first ``n_units`` output units."""
+    """A shared-head network as the closing task trained it: the same trunk and, as a plain
+    ``nn.Linear`` holding copies of their weights, its first ``n_units`` output units.
+
+    Parameter names are the network's. The kernels compute per-sample gradients of
+    ``nn.Linear`` layers in one batched pass, so the head takes that path too.
+    """
 
     def __init__(self, network: nn.Module, n_units: int):
         super().__init__()
-        self.network = network
-        self.n_units = n_units
+        self.trunk = network.trunk
+        head = network.head
+        self.head = nn.Linear(head.in_features, n_units, device="meta")
+        self.head.weight = nn.Parameter(head.weight.detach()[:n_units].clone())
+        self.head.bias = nn.Parameter(head.bias.detach()[:n_units].clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.network(x)[:, : self.n_units]
+        return self.head(self.trunk(x))
 
 
 class _QuadraticPenalty(torch.autograd.Function):
@@ -286,7 +294,4 @@ class ImportancePenalty(ContinualClassifier):
     def _importance_kernel(self, kernel, *data) -> dict[str, torch.Tensor]:
         """Run an importance kernel on the network as the closing task trained it."""
         model = _TrainedUnits(self.network_, self._trained_units_)
-        importance = kernel(model, *data, batch_size=_KERNEL_BATCH)
-        rows = self._trained_rows_
-        return {n: value[: rows.get(n, value.shape[0])]
-                for n, value in ((k.removeprefix("network."), v) for k, v in importance.items())}
+        return kernel(model, *data, batch_size=_KERNEL_BATCH)

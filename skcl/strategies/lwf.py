@@ -10,6 +10,7 @@ from sklearn.utils._param_validation import Interval
 from torch.nn import functional as F
 
 from skcl.base import Batch, ContinualClassifier
+from skcl.strategies.importance import _TrainedUnits
 
 
 class LwFClassifier(ContinualClassifier):
@@ -44,7 +45,8 @@ max_epochs, device, random_state, verbose
     Attributes
     ----------
     previous_network_ : torch.nn.Module or None
-        The frozen network as the last task ended (``None`` before).
+        A frozen copy of the network as the last task ended, with the units it
+        had trained (``None`` before the first task ends).
     n_old_units_ : int
         Its number of output units, the units distilled.
 
@@ -111,7 +113,7 @@ max_epochs, device, random_state, verbose
             return loss
         n = self.n_old_units_
         with torch.no_grad():
-            targets = F.softmax(self.previous_network_(batch.X, batch.task)[:, :n] / self.T, 1)
+            targets = F.softmax(self.previous_network_(batch.X) / self.T, dim=1)
         log_probs = F.log_softmax(logits[:, :n] / self.T, dim=1)
         distill = -(targets * log_probs).sum(dim=1)
         if batch.weight is not None:
@@ -120,7 +122,7 @@ max_epochs, device, random_state, verbose
 
     def _after_task(self, task: int) -> None:
         super()._after_task(task)
-        previous = copy.deepcopy(self.network_).eval()
+        previous = copy.deepcopy(_TrainedUnits(self.network_, self._trained_units_)).eval()
         previous.requires_grad_(False)
         self.previous_network_ = previous
         self.n_old_units_ = self._trained_units_

@@ -135,7 +135,7 @@ class IMMClassifier(ImportancePenalty):
         Start each task from the previous solution (else from the initial weights).
     l2_transfer : float, default=0.0
         :math:`\lambda` of L2-transfer; 0 disables it.
-    fisher_samples : int, default=1000
+    fisher_samples : int, default=500
         Samples of each task its Fisher is computed on (a reservoir sample).
     clip_stiffness : bool, default=True
         Clip the L2-transfer curvature :math:`2\lambda` to :math:`(1 + \mu) / \eta`
@@ -181,7 +181,7 @@ max_epochs, device, random_state, verbose
         merge="mean",
         weight_transfer=True,
         l2_transfer=0.0,
-        fisher_samples=1000,
+        fisher_samples=500,
         clip_stiffness=True,
         hidden_layer_sizes=(256, 256),
         backbone=None,
@@ -234,7 +234,7 @@ max_epochs, device, random_state, verbose
 
     def _after_task(self, task: int) -> None:
         self.solutions_.append(self._trained_parameters())
-        X, y = self._task_tensors()
+        X, y = self._task_sample_.tensors()
         if X is None:
             fisher = {name: torch.zeros_like(p) for name, p in self.solutions_[-1].items()}
         else:

@@ -40,7 +40,7 @@ from torch import nn
 
 from skcl.base import ContinualClassifier
 
-_KERNEL_BATCH = 256
+_KERNEL_BATCH = 512
 
 
 class TaskSample:
@@ -146,30 +146,8 @@ class _TrainedUnits(nn.Module):
         return self.head(self.trunk(x))
 
 
-class _QuadraticPenalty(torch.autograd.Function):
-    r"""Autograd node of :math:`\tfrac12 \sum_i k_i (\theta_i - \theta^*_i)^2`, whose value and
-    gradient :math:`k (\theta - \theta^*)` (the *forces*, on the anchored rows) are computed
-    beforehand in closed form: one node instead of a graph of element-wise operations."""
-
-    @staticmethod
-    def forward(ctx, value, forces, *params):
-        ctx.forces = forces
-        ctx.shapes = [p.shape for p in params]
-        return value.clone()
-
-    @staticmethod
-    def backward(ctx, grad):
-        forces = ctx.forces if grad.item() == 1.0 else torch._foreach_mul(ctx.forces, grad)
-        grads = []
-        for force, shape in zip(forces, ctx.shapes, strict=True):
-            if force.shape[0] != shape[0]:
-                force = torch.cat([force, force.new_zeros((shape[0] - force.shape[0], *shape[1:]))])
-            grads.append(force)
-        return (None, None, *grads)
-
-
 class ImportancePenalty(ContinualClassifier):
-    r"""Base of the importance-weighted quadratic penalties (EWC, SI, MAS).
+    r"""Base of the importance-weighted quadratic penalties (EWC, SI, MAS, IMM's L2-transfer).
 
     Holds the anchors :math:`\theta^*` (``anchor_``, detached clones of the
     parameters when the last task ended), the consolidated importances
@@ -177,7 +155,8 @@ class ImportancePenalty(ContinualClassifier):
     :math:`\tfrac12 \sum_i k_i (\theta_i - \theta^*_i)^2` with
     :math:`k_i = s\,\Omega_i` clipped for stability (see the module
     docstring). A subclass names its strength in ``_strength = (parameter,
-    s / parameter)`` and implements :meth:`_importance`; when the output layer
+    s / parameter)``, takes a ``clip_stiffness`` parameter and implements
+    :meth:`_importance`; when the output layer
     has grown since, the penalty covers only the units that existed when the
     importance was computed (new units have no anchor).
 
@@ -223,6 +202,8 @@ class ImportancePenalty(ContinualClassifier):
         self.importance_: dict[str, torch.Tensor] = {}
         self.anchor_: dict[str, torch.Tensor] = {}
         self._stiffness_: dict[str, torch.Tensor] = {}
+        self._root_stiffness_: dict[str, torch.Tensor] = {}
+        self._force_buffers_: list[torch.Tensor] = []
         self._forces_: list[torch.Tensor] | None = None
         self._task_sample_ = TaskSample(0)
 
@@ -230,6 +211,9 @@ class ImportancePenalty(ContinualClassifier):
         super()._before_task(task)
         self._task_sample_ = TaskSample(self._sample_size())
         self._stiffness_ = self._stiffness()
+        self._root_stiffness_ = {n: k.sqrt() for n, k in self._stiffness_.items()}
+        self._force_buffers_ = [torch.empty_like(k) for k in self._stiffness_.values()]
+        self._forces_ = None
         self._record_trained_rows()
 
     def _observe(self, X, y, weight, task) -> None:
@@ -238,22 +222,39 @@ class ImportancePenalty(ContinualClassifier):
         super()._observe(X, y, weight, task)
 
     def _penalty(self) -> torch.Tensor | None:
+        # The value joins the loss; the gradient k (theta - theta*) is formed here in closed
+        # form, in preallocated buffers, and added to the gradients in _after_backward.
         if not self._stiffness_:
             self._forces_ = None
             return None
         params = dict(self.network_.named_parameters())
-        live = [params[name] for name in self._stiffness_]
-        anchors = [self.anchor_[name] for name in self._stiffness_]
+        anchors = [self.anchor_[n] for n in self._stiffness_]
+        rows = [p if p.shape[0] == a.shape[0] else p[: a.shape[0]]
+                for p, a in zip((params[n] for n in self._stiffness_), anchors, strict=True)]
+        forces = self._force_buffers_
+        root = list(self._root_stiffness_.values())
         with torch.no_grad():
-            rows = [p if p.shape[0] == a.shape[0] else p[: a.shape[0]]
-                    for p, a in zip(live, anchors, strict=True)]
-            diffs = torch._foreach_sub(rows, anchors)
-            forces = torch._foreach_mul(diffs, list(self._stiffness_.values()))
-            value = 0.5 * torch.stack(
-                [torch.dot(f.view(-1), d.view(-1)) for f, d in zip(forces, diffs, strict=True)]
-            ).sum()
+            torch._foreach_copy_(forces, rows)
+            torch._foreach_sub_(forces, anchors)
+            torch._foreach_mul_(forces, root)
+            value = 0.5 * torch.stack(torch._foreach_norm(forces)).square().sum()
+            torch._foreach_mul_(forces, root)
         self._forces_ = forces
-        return _QuadraticPenalty.apply(value, forces, *live)
+        return value
+
+    def _after_backward(self) -> None:
+        super()._after_backward()
+        if self._forces_ is None:
+            return
+        params = dict(self.network_.named_parameters())
+        grads, forces = [], []
+        for name, force in zip(self._stiffness_, self._forces_, strict=True):
+            p = params[name]
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            grads.append(p.grad if p.shape[0] == force.shape[0] else p.grad[: force.shape[0]])
+            forces.append(force)
+        torch._foreach_add_(grads, forces)
 
     def _after_task(self, task: int) -> None:
         super()._after_task(task)
@@ -275,10 +276,6 @@ class ImportancePenalty(ContinualClassifier):
         scale = factor * float(getattr(self, name))
         cap = self._max_stiffness()
         return {n: (scale * omega).clamp(0.0, cap) for n, omega in self.importance_.items()}
-
-    def _task_tensors(self):
-        X, y = self._task_sample_.tensors()
-        return (None, None) if X is None else (X, y)
 
     def _record_trained_rows(self) -> None:
         # A new task id grows the output layer for the new task *before* the old task is

@@ -51,7 +51,7 @@ class EWCClassifier(ImportancePenalty):
         One penalty per task (EWC) or one decayed running penalty (online EWC).
     gamma : float, default=1.0
         :math:`\gamma`, decay of the running Fisher in online mode (ignored otherwise).
-    fisher_samples : int, default=1000
+    fisher_samples : int, default=500
         Samples of each task the Fisher is computed on (a reservoir sample of
         the task's distinct samples).
     clip_stiffness : bool, default=True
@@ -100,7 +100,7 @@ max_epochs, device, random_state, verbose
         ewc_lambda=1000.0,
         mode="separate",
         gamma=1.0,
-        fisher_samples=1000,
+        fisher_samples=500,
         clip_stiffness=True,
         hidden_layer_sizes=(256, 256),
         backbone=None,
@@ -132,7 +132,7 @@ max_epochs, device, random_state, verbose
         return self.fisher_samples
 
     def _importance(self, task: int) -> dict[str, torch.Tensor] | None:
-        X, y = self._task_tensors()
+        X, y = self._task_sample_.tensors()
         if X is None:
             return None
         self.fisher_ = self._importance_kernel(fisher_diagonal, X, y)
@@ -341,7 +341,7 @@ class MASClassifier(ImportancePenalty):
     ----------
     mas_lambda : float, default=1.0
         :math:`\lambda`, the strength of the penalty.
-    importance_samples : int, default=1000
+    importance_samples : int, default=500
         Samples of each task the importance is computed on (a reservoir sample
         of the task's distinct samples).
     clip_stiffness : bool, default=True
@@ -381,7 +381,7 @@ max_epochs, device, random_state, verbose
     def __init__(
         self,
         mas_lambda=1.0,
-        importance_samples=1000,
+        importance_samples=500,
         clip_stiffness=True,
         hidden_layer_sizes=(256, 256),
         backbone=None,
@@ -411,7 +411,7 @@ max_epochs, device, random_state, verbose
         return self.importance_samples
 
     def _importance(self, task: int) -> dict[str, torch.Tensor] | None:
-        X, _ = self._task_tensors()
+        X, _ = self._task_sample_.tensors()
         if X is None:
             return None
         return self._importance_kernel(mas_importance, X)

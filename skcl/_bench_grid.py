@@ -12,9 +12,10 @@ import hashlib
 import importlib
 import json
 import os
+import re
 import runpy
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,16 +63,28 @@ _SKLEARN = {
 }
 
 
-def _specs() -> dict[str, _Spec]:
+def _specs(settings: Mapping[str, Any] | None = None) -> dict[str, _Spec]:
+    """Every estimator of ``'all'``: skcl's, each followed by its variants, then sklearn's."""
     from skcl.cli import estimators
 
-    specs = {
+    base = {
         name: _Spec(name, cls.__name__.removesuffix("Classifier"), "skcl", cls.__name__)
         for name, cls in estimators().items()
     }
-    first = [n for n in ("naive", "joint") if n in specs]
-    ordered = {n: specs[n] for n in first + [n for n in specs if n not in first]}
-    return {**ordered, **_SKLEARN}
+    first = [n for n in ("naive", "joint") if n in base]
+    variants = (settings or {}).get("variants", {})
+    specs = {}
+    for name in first + [n for n in base if n not in first]:
+        for variant, info in variants.items():
+            if info["estimator"] == name and variant != name and variant in {**base, **_SKLEARN}:
+                raise BenchError(f"settings: variant {info['label']!r} would be named "
+                                 f"{variant!r}, which is an estimator's name")
+        specs[name] = replace(base[name], label=variants.get(name, {}).get("label",
+                                                                        base[name].label))
+        specs.update({variant: replace(base[name], name=variant, label=info["label"])
+                      for variant, info in variants.items()
+                      if info["estimator"] == name and variant != name})
+    return {**specs, **_SKLEARN}
 
 
 def _key(name: str) -> str:
@@ -216,11 +229,17 @@ def load_settings(path: str | os.PathLike) -> dict[str, Any]:
     """Per-estimator, per-stream parameters from a JSON file or a Python file.
 
     A JSON file holds ``{"defaults": {...}, "estimators": {name: {stream or
-    "*": {...}}}, "notes": [...]}``. A Python file (such as
-    ``benchmarks/bench_methods.py``) defines ``PROTOCOL`` (the defaults),
-    ``FAMILIES`` (family -> list of ``(label, class name, {stream or "*":
-    params})``; the first entry of a class is used) and optionally ``NOTES``
+    "*": {...}}}, "variants": {name: {"estimator": name, "label": str}},
+    "notes": [...]}``. A Python file (such as ``benchmarks/bench_methods.py``)
+    defines ``PROTOCOL`` (the defaults), ``FAMILIES`` (family -> list of
+    ``(label, class name, {stream or "*": params})``) and optionally ``NOTES``
     (family -> list of sentences for the report). JSON lists become tuples.
+
+    A class listed more than once in ``FAMILIES`` gives variants: the entry
+    whose label is the class's short name (``'EWC'`` for ``EWCClassifier``),
+    else the first, sets the estimator's own parameters; each other entry is
+    one more estimator of the grid, of the same class, named after its label
+    (``'online EWC'`` -> ``'online-ewc'``) and part of ``'all'``.
 
     Parameters
     ----------
@@ -230,7 +249,8 @@ def load_settings(path: str | os.PathLike) -> dict[str, Any]:
     -------
     settings : dict
         Keys ``'defaults'``, ``'estimators'`` (keyed by the names of
-        :func:`estimator_names`) and ``'notes'``.
+        :func:`estimator_names` and of the variants), ``'variants'`` and
+        ``'notes'``.
 
     Examples
     --------
@@ -247,12 +267,9 @@ def load_settings(path: str | os.PathLike) -> dict[str, Any]:
     try:
         if path.suffix == ".py":
             space = runpy.run_path(str(path))
-            estimators: dict[str, Any] = {}
-            for entries in space.get("FAMILIES", {}).values():
-                for _label, class_name, extra in entries:
-                    estimators.setdefault(_key(class_name), dict(extra))
             notes = [n for family in space.get("NOTES", {}).values() for n in family]
-            raw = {"defaults": space.get("PROTOCOL", {}), "estimators": estimators, "notes": notes}
+            raw = {"defaults": space.get("PROTOCOL", {}), "notes": notes,
+                   **_from_families(space.get("FAMILIES", {}))}
         else:
             raw = json.loads(path.read_text(encoding="utf-8"), object_hook=_tuples)
     except (OSError, SyntaxError, json.JSONDecodeError, ValueError, TypeError) as exc:
@@ -261,8 +278,26 @@ def load_settings(path: str | os.PathLike) -> dict[str, Any]:
         "defaults": dict(raw.get("defaults", {})),
         "estimators": {_key(k): {s: dict(p) for s, p in v.items()}
                        for k, v in raw.get("estimators", {}).items()},
+        "variants": {_key(k): {"estimator": _key(v["estimator"]), "label": str(v["label"])}
+                     for k, v in raw.get("variants", {}).items()},
         "notes": [str(n) for n in raw.get("notes", [])],
     }
+
+
+def _from_families(families: Mapping[str, Sequence]) -> dict[str, dict]:
+    """``estimators`` and ``variants`` settings from bench_methods.py's ``FAMILIES``."""
+    entries = [(str(label), _key(cls), dict(extra))
+               for family in families.values() for label, cls, extra in family]
+    estimators, variants = {}, {}
+    for key in dict.fromkeys(k for _, k, _ in entries):
+        own = [(label, extra) for label, k, extra in entries if k == key]
+        main = next((i for i, (label, _) in enumerate(own)
+                     if re.sub(r"[^a-z0-9]", "", label.lower()) == key), 0)
+        for i, (label, extra) in enumerate(own):
+            name = key if i == main else re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
+            estimators[name] = extra
+            variants[name] = {"estimator": key, "label": label}
+    return {"estimators": estimators, "variants": variants}
 
 
 def _tuples(obj: dict) -> dict:

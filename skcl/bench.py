@@ -269,8 +269,9 @@ def run_bench(
     Parameters
     ----------
     estimators : 'all' or sequence of str
-        Names of :func:`estimator_names` (class names also work). ``'naive'``
-        is added when missing: every timing is reported relative to it.
+        Names of :func:`estimator_names` (class names also work) and of the
+        variants in ``settings``; ``'all'`` is all of them. ``'naive'`` is
+        added when missing: every timing is reported relative to it.
     streams : sequence of str or TaskStream
         Named streams (:data:`skcl.datasets.STREAMS`) or streams built by the
         caller (e.g. :func:`load_npz_streams`).
@@ -347,7 +348,8 @@ def run_bench(
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
         raise BenchError(f"seeds must be distinct and at least one, got {seeds}")
-    all_specs = _specs()
+    settings = settings or {"defaults": {}, "estimators": {}, "variants": {}, "notes": []}
+    all_specs = _specs(settings)
     names = list(all_specs) if isinstance(estimators, str) and estimators == "all" else \
         [_key(n) for n in ([estimators] if isinstance(estimators, str) else estimators)]
     unknown = [n for n in names if n not in all_specs]
@@ -360,7 +362,6 @@ def run_bench(
     loaded = [s if isinstance(s, TaskStream) else load_stream(s) for s in streams]
     if not loaded or len({s.name for s in loaded}) != len(loaded):
         raise BenchError(f"streams must be distinct and at least one: {[s.name for s in loaded]}")
-    settings = settings or {"defaults": {}, "estimators": {}, "notes": []}
     resolved = _resolve_params(specs, [s.name for s in loaded], settings, dict(params or {}),
                                device)
     tasks: list[tuple[_Task, TaskStream]] = []

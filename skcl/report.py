@@ -324,7 +324,7 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
                                            else f" ± {r['train_seconds_std']:.2f}")
         ratio = "n/a" if np.isnan(r["vs_naive"]) else f"{r['vs_naive']:.2f}"
         lines.append(
-            f"| {r['label']} | {_pm(r['acc'], r['acc_std'], '.3f')} | "
+            f"| {r['label'].replace('|', '/')} | {_pm(r['acc'], r['acc_std'], '.3f')} | "
             f"{_pm(r['bwt'], r['bwt_std'], '+.3f')} | {_pm(r['fwt'], r['fwt_std'], '+.3f')} | "
             f"{_pm(r['mean_forgetting'], r['mean_forgetting_std'], '.3f')} | {seconds} | "
             f"{ratio} | {r['n_ok']}/{r['n_cells']} |"

@@ -153,19 +153,25 @@ def test_settings_file_in_bench_methods_format(tmp_path, capsys):
     settings.write_text(textwrap.dedent("""
         PROTOCOL = dict(hidden_layer_sizes=(8,), batch_size=64)
         FAMILIES = {"regularization": [
+            ("online EWC", "EWCClassifier", {"*": {"mode": "online", "ewc_lambda": 2.0}}),
             ("EWC", "EWCClassifier",
              {"*": {"ewc_lambda": 3.0}, "split-digits": {"ewc_lambda": 5.0}}),
         ]}
         NOTES = {"regularization": ["EWC lambda 5 on split-digits, for a test."]}
     """))
-    argv = ["bench", "--estimators", "ewc", "--streams", "split-digits", "--scenarios", "task",
-            "--seeds", "0", "--settings", str(settings), "--backend", "serial", "--epochs", "1",
-            "--out", str(tmp_path / "out"), "--quiet"]
+    argv = ["bench", "--estimators", "ewc,online-ewc", "--streams", "split-digits",
+            "--scenarios", "task", "--seeds", "0", "--settings", str(settings), "--backend",
+            "serial", "--epochs", "1", "--out", str(tmp_path / "out"), "--quiet"]
     assert main(argv) == 0
-    params = {c["estimator"]: c["params"] for c in _cells(tmp_path / "out")}
+    cells = _cells(tmp_path / "out")
+    params = {c["estimator"]: c["params"] for c in cells}
     assert params["ewc"]["ewc_lambda"] == 5.0 and params["ewc"]["batch_size"] == 64
+    assert params["online-ewc"]["mode"] == "online" and params["online-ewc"]["ewc_lambda"] == 2.0
+    assert {c["estimator_class"] for c in cells[1:]} == {"skcl.EWCClassifier"}
     assert params["naive"]["hidden_layer_sizes"] == [8] and "ewc_lambda" not in params["naive"]
-    assert "- EWC lambda 5 on split-digits, for a test." in (tmp_path / "out/REPORT.md").read_text()
+    report = (tmp_path / "out/REPORT.md").read_text()
+    assert "- EWC lambda 5 on split-digits, for a test." in report
+    assert "| online EWC |" in report and "| EWC |" in report
 
 
 def test_scenario_rule():

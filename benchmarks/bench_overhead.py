@@ -94,7 +94,7 @@ def main(argv=None) -> None:
     for r in range(args.repeats):
         plain.append(plain_loop(stream, args.device, r))
         estimator.append(estimator_loop(stream, args.device, r))
-    ratios = [e / p for e, p in zip(estimator, plain)]
+    ratios = [e / p for e, p in zip(estimator, plain, strict=True)]
     steps = EPOCHS * sum(-(-len(e.y_train) // BATCH) for e in stream)
     report = {
         "benchmark": "overhead", "device": args.device, "stream": "permuted-digits",

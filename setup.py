@@ -122,7 +122,9 @@ def _extensions():
     ]
     cuda_home = _find_cuda_home()
     cuda_dir = ROOT / CSRC / "cuda"
-    cuda_sources = sorted(str(p.relative_to(ROOT)) for p in cuda_dir.glob("*.c*") if p.suffix in (".cpp", ".cu"))
+    cuda_sources = sorted(
+        str(p.relative_to(ROOT)) for p in cuda_dir.glob("*") if p.suffix in (".cpp", ".cu")
+    )
     if cuda_home is not None and any(s.endswith(".cu") for s in cuda_sources):
         lib_dir = cuda_home / "lib64"
         if not lib_dir.exists():

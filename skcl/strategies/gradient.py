@@ -42,9 +42,11 @@ def per_task_gradients(network: nn.Module, params: list[torch.Tensor], batch: Ba
     .. math:: \nabla_W \mathcal L_k = \sum_{i \in M_k} \delta_i a_i^\top
               = \Delta_k^\top A_k, \qquad \nabla_b \mathcal L_k = \sum_{i \in M_k} \delta_i,
 
-    with :math:`a_i` the layer's input. Any other parameter gets its per-task
-    gradients from a second backward pass vectorised over the tasks
-    (``is_grads_batched``), so no pass runs per task.
+    with :math:`a_i` the layer's input, all tasks in one batched product (the
+    memory is laid out as equal blocks per task, short tasks padded with rows
+    of weight 0). Any other parameter gets its per-task gradients from a
+    second backward pass vectorised over the tasks (``is_grads_batched``), so
+    no pass runs per task.
 
     Parameters
     ----------
@@ -55,7 +57,8 @@ def per_task_gradients(network: nn.Module, params: list[torch.Tensor], batch: Ba
     batch : Batch
         The memory samples, grouped by task.
     bounds : list of (int, int)
-        Row range of each task in ``batch``.
+        Row range of each task in ``batch``: consecutive ranges covering all
+        its rows, in order.
 
     Returns
     -------
@@ -75,50 +78,90 @@ def per_task_gradients(network: nn.Module, params: list[torch.Tensor], batch: Ba
     >>> per_task_gradients(net, list(net.parameters()), batch, [(0, 2), (2, 6)]).shape
     torch.Size([2, 67])
     """
+    n, t = batch.y.shape[0], len(bounds)
+    ends = [0] + [stop for _, stop in bounds]
+    if [start for start, _ in bounds] != ends[:-1] or ends[-1] != n \
+            or any(stop <= start for start, stop in bounds):
+        raise ValueError(
+            f"bounds {bounds} must be consecutive non-empty row ranges covering the batch's "
+            f"{n} rows"
+        )
+    padded, m = _pad_tasks(batch, bounds)
     sizes = [p.numel() for p in params]
     offsets = dict(zip((id(p) for p in params), _cumsum(sizes), strict=True))
-    G = torch.zeros((len(bounds), sum(sizes)), dtype=torch.float32, device=batch.X.device)
+    G = torch.empty((t, sum(sizes)), dtype=torch.float32, device=batch.X.device)
     records: dict[nn.Module, list] = {}
-    layers = [m for m in network.modules()
-              if isinstance(m, nn.Linear | IncrementalLinear) and id(m.weight) in offsets]
+    layers = [module for module in network.modules()
+              if isinstance(module, nn.Linear | IncrementalLinear) and id(module.weight) in offsets]
 
     def tap(module, inputs, output):
         records.setdefault(module, []).append((inputs[0], output))
 
     was_training = network.training
     network.eval()
-    handles = [m.register_forward_hook(tap) for m in layers]
+    handles = [module.register_forward_hook(tap) for module in layers]
     try:
         with torch.enable_grad():
-            logits = network(batch.X, batch.task)
-            losses = F.cross_entropy(logits, batch.y, reduction="none")
+            logits = network(padded.X, padded.task)
+            losses = F.cross_entropy(logits, padded.y, reduction="none") * padded.weight
     finally:
         for handle in handles:
             handle.remove()
         network.train(was_training)
-    scale = torch.empty_like(losses)
-    for start, stop in bounds:
-        scale[start:stop] = 1.0 / (stop - start)
-    if batch.weight is not None:
-        scale = scale * batch.weight
-    losses = losses * scale
-    ready = {m: calls[0] for m, calls in records.items()
+    ready = {module: calls[0] for module, calls in records.items()
              if len(calls) == 1 and calls[0][0].dim() == 2 and calls[0][1].requires_grad}
-    covered = {id(p) for m in ready for p in (m.weight, m.bias) if p is not None}
+    covered = {id(p) for module in ready for p in (module.weight, module.bias) if p is not None}
     rest = [p for p in params if id(p) not in covered and p.requires_grad]
     if ready:
         deltas = torch.autograd.grad(losses.sum(), [out for _, out in ready.values()],
                                      retain_graph=bool(rest), materialize_grads=True)
         for (module, (a, _)), delta in zip(ready.items(), deltas, strict=True):
-            _segment_outer(G, offsets, module, delta.detach(), a.detach(), bounds)
+            out_features, in_features = module.weight.shape
+            delta = delta.detach().reshape(t, m, out_features)
+            w = offsets[id(module.weight)]
+            torch.bmm(delta.transpose(1, 2), a.detach().reshape(t, m, in_features),
+                      out=G[:, w:w + out_features * in_features].view(t, out_features,
+                                                                       in_features))
+            if id(module.bias) in offsets:
+                b = offsets[id(module.bias)]
+                torch.sum(delta, dim=1, out=G[:, b:b + out_features])
     if rest:
-        per_task = torch.stack([losses[start:stop].sum() for start, stop in bounds])
-        eye = torch.eye(len(bounds), dtype=per_task.dtype, device=per_task.device)
+        per_task = losses.reshape(t, m).sum(1)
+        eye = torch.eye(t, dtype=per_task.dtype, device=per_task.device)
         grads = torch.autograd.grad(per_task, rest, grad_outputs=eye, is_grads_batched=True,
                                     allow_unused=True, materialize_grads=True)
         for p, g in zip(rest, grads, strict=True):
-            G[:, offsets[id(p)]:offsets[id(p)] + p.numel()] = g.reshape(len(bounds), -1)
+            G[:, offsets[id(p)]:offsets[id(p)] + p.numel()] = g.reshape(t, -1)
     return G
+
+
+def _pad_tasks(batch: Batch, bounds: list[tuple[int, int]]) -> tuple[Batch, int]:
+    """The batch laid out as ``t`` blocks of ``m`` rows (``m`` the largest task).
+
+    Each task's rows start its block; padding rows repeat the block's task,
+    take unit 0 and weigh 0, so their gradients vanish. ``weight`` holds each
+    real row's factor ``w_i / |M_k|``.
+    """
+    n, t = batch.y.shape[0], len(bounds)
+    device = batch.X.device
+    counts = torch.tensor([stop - start for start, stop in bounds], device=device)
+    m = int(counts.max())
+    weight = torch.repeat_interleave(1.0 / counts, counts, output_size=n).to(batch.X.dtype)
+    if batch.weight is not None:
+        weight = weight * batch.weight
+    if m * t == n:
+        return batch._replace(weight=weight), m
+    shift = torch.arange(t, device=device) * m - torch.tensor([s for s, _ in bounds],
+                                                                device=device)
+    pos = torch.arange(n, device=device) + torch.repeat_interleave(shift, counts, output_size=n)
+    block_task = batch.task[[start for start, _ in bounds]]
+    padded = Batch(
+        batch.X.new_zeros((t * m, *batch.X.shape[1:])).index_copy_(0, pos, batch.X),
+        batch.y.new_zeros(t * m).index_copy_(0, pos, batch.y),
+        weight.new_zeros(t * m).index_copy_(0, pos, weight),
+        torch.repeat_interleave(block_task, m).index_copy_(0, pos, batch.task),
+    )
+    return padded, m
 
 
 def _cumsum(sizes: list[int]) -> list[int]:
@@ -127,18 +170,6 @@ def _cumsum(sizes: list[int]) -> list[int]:
         out.append(total)
         total += size
     return out
-
-
-def _segment_outer(G, offsets, module, delta, a, bounds) -> None:
-    """Write each task's sum of delta_i a_i^T (and of delta_i) into its row of G."""
-    out_features, in_features = module.weight.shape
-    w = offsets[id(module.weight)]
-    b = offsets.get(id(module.bias)) if module.bias is not None else None
-    for k, (start, stop) in enumerate(bounds):
-        torch.mm(delta[start:stop].T, a[start:stop],
-                 out=G[k, w:w + out_features * in_features].view(out_features, in_features))
-        if b is not None:
-            torch.sum(delta[start:stop], dim=0, out=G[k, b:b + out_features])
 
 
 class _EpisodicProjection(Float64Scores, ContinualClassifier):

@@ -32,9 +32,9 @@ from skcl.strategies._float64 import Float64Scores
 class _Rehearsal(Float64Scores, ContinualClassifier):
     """Training on each incoming batch joined by a batch retrieved from a memory.
 
-    Each ``partial_fit`` call is offered to the memory (once per distinct
-    call), then one epoch runs in which every batch is joined by the samples
-    the subclass's ``_replay(batch)`` retrieves.
+    Each ``partial_fit`` call runs one epoch in which every batch is joined by
+    the samples the subclass's ``_replay(batch)`` retrieves; then the call is
+    offered to the memory (once per distinct call).
     """
 
     def _make_memory(self):
@@ -44,8 +44,8 @@ class _Rehearsal(Float64Scores, ContinualClassifier):
         self.memory_ = self._make_memory()
 
     def _observe(self, X, y, weight, task) -> None:
-        self.memory_.offer(Batch(X, y, weight, task), self._rng_)
         self._run_epoch(X, y, weight, task)
+        self.memory_.offer(Batch(X, y, weight, task), self._rng_)
 
     def _training_batch(self, batch: Batch) -> Batch:
         if len(self.memory_) == 0:
@@ -64,9 +64,10 @@ class ReplayClassifier(_Rehearsal):
     .. math:: \theta \leftarrow \theta - \eta \nabla_\theta \frac{1}{|B| + |B_{\mathcal M}|}
               \sum_{(x, y) \in B \cup B_{\mathcal M}} \ell(f_\theta(x), y)
 
-    The buffer is offered each ``partial_fit`` call once (repeated epochs over
-    the same arrays are not new samples), so it may already hold samples of
-    the current task.
+    As in the paper's algorithm, the memory is updated after training on the
+    data: each ``partial_fit`` call is offered to the buffer after its epoch,
+    once (repeated epochs over the same arrays are not new samples), so from
+    the second epoch of a task the buffer also holds samples of that task.
 
     Parameters
     ----------

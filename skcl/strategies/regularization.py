@@ -340,7 +340,11 @@ class MASClassifier(ImportancePenalty):
     Parameters
     ----------
     mas_lambda : float, default=1.0
-        :math:`\lambda`, the strength of the penalty.
+        :math:`\lambda`, the strength of the penalty (the paper's default). The
+        importance is not normalised and grows with the squared size of the
+        logits, so a good :math:`\lambda` depends on the network: on the
+        protocol's MLP and digit streams 0.03-0.1 does better than 1
+        (``benchmarks/bench_methods.py``).
     importance_samples : int, default=500
         Samples of each task the importance is computed on (a reservoir sample
         of the task's distinct samples).

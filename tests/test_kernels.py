@@ -501,6 +501,31 @@ def test_accumulate_rejects_readonly_mode_and_shape():
         )
 
 
+@pytest.mark.parametrize(
+    ("call", "error"),
+    [
+        (lambda: _C.herding(np.ones(3, np.float32), 1), ValueError),
+        (lambda: _C.herding(np.ones((3, 2), np.float32), 4), ValueError),
+        (lambda: _C.herding(np.ones((3, 2), np.float32), 2**70), TypeError),
+        (lambda: _C.gem_gram(np.ones((2, 3), np.float32), np.ones(4, np.float32)), ValueError),
+        (
+            lambda: _C.gem_apply(np.ones((2, 3), np.float32), np.ones(3, np.float32), np.ones(3)),
+            ValueError,
+        ),
+        (lambda: _C.gem_solve_dual(np.full((2, 2), np.nan), 0.5, 1e-3), ValueError),
+        (lambda: _C.gem_solve_dual(np.ones((2, 3)), 0.5, 1e-3), ValueError),
+        (lambda: _C.gem_solve_dual(np.eye(2), -1.0, 1e-3), ValueError),
+        (lambda: _C.gem_solve_dual(np.array([[0.0, 0.0], [0.0, 1.0]]), 0.5, 0.0), None),
+    ],
+)
+def test_bindings_reject_bad_arguments(call, error):
+    if error is None:
+        np.testing.assert_array_equal(call(), [0.5])
+        return
+    with pytest.raises(error):
+        call()
+
+
 # --------------------------------------------------------------------------- backends, CUDA build
 
 

@@ -78,8 +78,8 @@ inline bool herding_select(const float* F, int64_t n, int64_t d, int64_t m, int6
     }
 
     // Per row: ||f_i||^2, ||f_i||, f_i . mu, running f_i . S (float32 products),
-    // its error bound, and the current score.
-    std::vector<double> norm2(n), norm(n), f_mu(n), s_f(n, 0.0), err(n, 0.0), score(n);
+    // its error bound, and the lower end of the current score's interval.
+    std::vector<double> norm2(n), norm(n), f_mu(n), s_f(n, 0.0), err(n, 0.0), low(n);
     std::vector<unsigned char> taken(n, 0);
     int finite = 1;
 #pragma omp parallel for schedule(dynamic, 256) reduction(&& : finite) if (parallel)
@@ -156,14 +156,16 @@ inline bool herding_select(const float* F, int64_t n, int64_t d, int64_t m, int6
                 }
                 for (int64_t i = i0; i < i1; ++i) {
                     if (taken[i]) continue;
-                    score[i] = norm2[i] - two_k * f_mu[i] + 2.0 * s_f[i];
-                    high = std::min(high, score[i] + slack(i, two_k));
+                    const double sc = norm2[i] - two_k * f_mu[i] + 2.0 * s_f[i];
+                    const double half_width = slack(i, two_k);
+                    low[i] = sc - half_width;
+                    high = std::min(high, sc + half_width);
                 }
             }
             double best = inf;
             int64_t arg = -1;
             for (int64_t i = lo; i < hi; ++i) {
-                if (taken[i] || score[i] - slack(i, two_k) > high) continue;
+                if (taken[i] || low[i] > high) continue;
                 s_f[i] = dot_f32_f64(F + i * d, S.data(), d);
                 err[i] = 0.0;
                 const double exact = norm2[i] - two_k * f_mu[i] + 2.0 * s_f[i];

@@ -2,11 +2,13 @@ r"""Incremental moment matching: merge the per-task posteriors into one network.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from numbers import Integral, Real
 
+import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
+from torch import nn
 from torch.func import functional_call
 
 from skcl.kernels import fisher_diagonal
@@ -178,22 +180,22 @@ max_epochs, device, random_state, verbose
 
     def __init__(
         self,
-        merge="mean",
-        weight_transfer=True,
-        l2_transfer=0.0,
-        fisher_samples=500,
-        clip_stiffness=True,
-        hidden_layer_sizes=(256, 256),
-        backbone=None,
-        optimizer="sgd",
-        learning_rate=0.05,
-        momentum=0.9,
-        batch_size=32,
-        max_epochs=5,
-        device="auto",
-        random_state=None,
-        verbose=0,
-    ):
+        merge: str = "mean",
+        weight_transfer: bool = True,
+        l2_transfer: float = 0.0,
+        fisher_samples: int = 500,
+        clip_stiffness: bool = True,
+        hidden_layer_sizes: tuple[int, ...] = (256, 256),
+        backbone: Callable[[int], nn.Module] | None = None,
+        optimizer: str = "sgd",
+        learning_rate: float = 0.05,
+        momentum: float = 0.9,
+        batch_size: int = 32,
+        max_epochs: int = 5,
+        device: str = "auto",
+        random_state: int | np.random.RandomState | None = None,
+        verbose: int = 0,
+    ) -> None:
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, backbone=backbone, optimizer=optimizer,
             learning_rate=learning_rate, momentum=momentum, batch_size=batch_size,
@@ -249,7 +251,9 @@ max_epochs, device, random_state, verbose
     def _importance(self, task: int) -> Params | None:
         if self.l2_transfer == 0:
             return None
-        return {name: torch.ones_like(p) for name, p in self._trained_parameters().items()}
+        trainable = {name for name, p in self.network_.named_parameters() if p.requires_grad}
+        return {name: torch.ones_like(p) for name, p in self._trained_parameters().items()
+                if name in trainable}
 
     def _consolidate(self, importance: Params) -> None:
         self.importance_ = {}

@@ -3,10 +3,13 @@ r"""Learning without forgetting: distillation of the previous model's outputs on
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from numbers import Real
 
+import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval
+from torch import nn
 from torch.nn import functional as F
 
 from skcl.base import Batch, ContinualClassifier
@@ -71,19 +74,19 @@ max_epochs, device, random_state, verbose
 
     def __init__(
         self,
-        alpha=1.0,
-        T=2.0,
-        hidden_layer_sizes=(256, 256),
-        backbone=None,
-        optimizer="sgd",
-        learning_rate=0.05,
-        momentum=0.9,
-        batch_size=32,
-        max_epochs=5,
-        device="auto",
-        random_state=None,
-        verbose=0,
-    ):
+        alpha: float = 1.0,
+        T: float = 2.0,
+        hidden_layer_sizes: tuple[int, ...] = (256, 256),
+        backbone: Callable[[int], nn.Module] | None = None,
+        optimizer: str = "sgd",
+        learning_rate: float = 0.05,
+        momentum: float = 0.9,
+        batch_size: int = 32,
+        max_epochs: int = 5,
+        device: str = "auto",
+        random_state: int | np.random.RandomState | None = None,
+        verbose: int = 0,
+    ) -> None:
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, backbone=backbone, optimizer=optimizer,
             learning_rate=learning_rate, momentum=momentum, batch_size=batch_size,

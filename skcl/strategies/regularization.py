@@ -9,10 +9,13 @@ of a growing output layer and the stability clip under SGD are shared (see
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from numbers import Integral, Real
 
+import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
+from torch import nn
 
 from skcl.kernels import fisher_diagonal, mas_importance
 from skcl.strategies.importance import ImportancePenalty, _pad_rows
@@ -97,22 +100,22 @@ max_epochs, device, random_state, verbose
 
     def __init__(
         self,
-        ewc_lambda=1000.0,
-        mode="separate",
-        gamma=1.0,
-        fisher_samples=500,
-        clip_stiffness=True,
-        hidden_layer_sizes=(256, 256),
-        backbone=None,
-        optimizer="sgd",
-        learning_rate=0.05,
-        momentum=0.9,
-        batch_size=32,
-        max_epochs=5,
-        device="auto",
-        random_state=None,
-        verbose=0,
-    ):
+        ewc_lambda: float = 1000.0,
+        mode: str = "separate",
+        gamma: float = 1.0,
+        fisher_samples: int = 500,
+        clip_stiffness: bool = True,
+        hidden_layer_sizes: tuple[int, ...] = (256, 256),
+        backbone: Callable[[int], nn.Module] | None = None,
+        optimizer: str = "sgd",
+        learning_rate: float = 0.05,
+        momentum: float = 0.9,
+        batch_size: int = 32,
+        max_epochs: int = 5,
+        device: str = "auto",
+        random_state: int | np.random.RandomState | None = None,
+        verbose: int = 0,
+    ) -> None:
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, backbone=backbone, optimizer=optimizer,
             learning_rate=learning_rate, momentum=momentum, batch_size=batch_size,
@@ -246,20 +249,20 @@ max_epochs, device, random_state, verbose
 
     def __init__(
         self,
-        si_c=1.0,
-        xi=0.1,
-        clip_stiffness=True,
-        hidden_layer_sizes=(256, 256),
-        backbone=None,
-        optimizer="sgd",
-        learning_rate=0.05,
-        momentum=0.9,
-        batch_size=32,
-        max_epochs=5,
-        device="auto",
-        random_state=None,
-        verbose=0,
-    ):
+        si_c: float = 1.0,
+        xi: float = 0.1,
+        clip_stiffness: bool = True,
+        hidden_layer_sizes: tuple[int, ...] = (256, 256),
+        backbone: Callable[[int], nn.Module] | None = None,
+        optimizer: str = "sgd",
+        learning_rate: float = 0.05,
+        momentum: float = 0.9,
+        batch_size: int = 32,
+        max_epochs: int = 5,
+        device: str = "auto",
+        random_state: int | np.random.RandomState | None = None,
+        verbose: int = 0,
+    ) -> None:
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, backbone=backbone, optimizer=optimizer,
             learning_rate=learning_rate, momentum=momentum, batch_size=batch_size,
@@ -384,20 +387,20 @@ max_epochs, device, random_state, verbose
 
     def __init__(
         self,
-        mas_lambda=1.0,
-        importance_samples=500,
-        clip_stiffness=True,
-        hidden_layer_sizes=(256, 256),
-        backbone=None,
-        optimizer="sgd",
-        learning_rate=0.05,
-        momentum=0.9,
-        batch_size=32,
-        max_epochs=5,
-        device="auto",
-        random_state=None,
-        verbose=0,
-    ):
+        mas_lambda: float = 1.0,
+        importance_samples: int = 500,
+        clip_stiffness: bool = True,
+        hidden_layer_sizes: tuple[int, ...] = (256, 256),
+        backbone: Callable[[int], nn.Module] | None = None,
+        optimizer: str = "sgd",
+        learning_rate: float = 0.05,
+        momentum: float = 0.9,
+        batch_size: int = 32,
+        max_epochs: int = 5,
+        device: str = "auto",
+        random_state: int | np.random.RandomState | None = None,
+        verbose: int = 0,
+    ) -> None:
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, backbone=backbone, optimizer=optimizer,
             learning_rate=learning_rate, momentum=momentum, batch_size=batch_size,

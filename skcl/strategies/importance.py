@@ -202,16 +202,17 @@ class ImportancePenalty(ContinualClassifier):
         self.importance_: dict[str, torch.Tensor] = {}
         self.anchor_: dict[str, torch.Tensor] = {}
         self._stiffness_: dict[str, torch.Tensor] = {}
-        self._root_stiffness_: dict[str, torch.Tensor] = {}
-        self._force_buffers_: list[torch.Tensor] = []
         self._forces_: list[torch.Tensor] | None = None
+        self._penalized_: list[nn.Parameter] | None = None
         self._task_sample_ = TaskSample(0)
 
     def _before_task(self, task: int) -> None:
         super()._before_task(task)
         self._task_sample_ = TaskSample(self._sample_size())
         self._stiffness_ = self._stiffness()
-        self._root_stiffness_ = {n: k.sqrt() for n, k in self._stiffness_.items()}
+        # Fixed for the task: anchors, square roots of the stiffness, buffers of the forces.
+        self._anchors_ = [self.anchor_[n] for n in self._stiffness_]
+        self._root_stiffness_ = [k.sqrt() for k in self._stiffness_.values()]
         self._force_buffers_ = [torch.empty_like(k) for k in self._stiffness_.values()]
         self._forces_ = None
         self._record_trained_rows()
@@ -219,7 +220,10 @@ class ImportancePenalty(ContinualClassifier):
     def _observe(self, X, y, weight, task) -> None:
         self._record_trained_rows()
         self._task_sample_.add(X, y, weight)
+        # Parameters are replaced only when output units are added, before a call trains.
+        self._penalized_ = self._penalized_parameters()
         super()._observe(X, y, weight, task)
+        self._penalized_ = None
 
     def _penalty(self) -> torch.Tensor | None:
         # The value joins the loss; the gradient k (theta - theta*) is formed here in closed
@@ -227,18 +231,16 @@ class ImportancePenalty(ContinualClassifier):
         if not self._stiffness_:
             self._forces_ = None
             return None
-        params = dict(self.network_.named_parameters())
-        anchors = [self.anchor_[n] for n in self._stiffness_]
+        params = self._penalized_ or self._penalized_parameters()
         rows = [p if p.shape[0] == a.shape[0] else p[: a.shape[0]]
-                for p, a in zip((params[n] for n in self._stiffness_), anchors, strict=True)]
+                for p, a in zip(params, self._anchors_, strict=True)]
         forces = self._force_buffers_
-        root = list(self._root_stiffness_.values())
         with torch.no_grad():
             torch._foreach_copy_(forces, rows)
-            torch._foreach_sub_(forces, anchors)
-            torch._foreach_mul_(forces, root)
+            torch._foreach_sub_(forces, self._anchors_)
+            torch._foreach_mul_(forces, self._root_stiffness_)
             value = 0.5 * torch.stack(torch._foreach_norm(forces)).square().sum()
-            torch._foreach_mul_(forces, root)
+            torch._foreach_mul_(forces, self._root_stiffness_)
         self._forces_ = forces
         return value
 
@@ -246,15 +248,13 @@ class ImportancePenalty(ContinualClassifier):
         super()._after_backward()
         if self._forces_ is None:
             return
-        params = dict(self.network_.named_parameters())
-        grads, forces = [], []
-        for name, force in zip(self._stiffness_, self._forces_, strict=True):
-            p = params[name]
+        grads = []
+        for p, force in zip(self._penalized_ or self._penalized_parameters(), self._forces_,
+                            strict=True):
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
             grads.append(p.grad if p.shape[0] == force.shape[0] else p.grad[: force.shape[0]])
-            forces.append(force)
-        torch._foreach_add_(grads, forces)
+        torch._foreach_add_(grads, self._forces_)
 
     def _after_task(self, task: int) -> None:
         super()._after_task(task)
@@ -276,6 +276,10 @@ class ImportancePenalty(ContinualClassifier):
         scale = factor * float(getattr(self, name))
         cap = self._max_stiffness()
         return {n: (scale * omega).clamp(0.0, cap) for n, omega in self.importance_.items()}
+
+    def _penalized_parameters(self) -> list[nn.Parameter]:
+        params = dict(self.network_.named_parameters())
+        return [params[n] for n in self._stiffness_]
 
     def _record_trained_rows(self) -> None:
         # A new task id grows the output layer for the new task *before* the old task is

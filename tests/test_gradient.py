@@ -131,6 +131,7 @@ def test_gem_projected_gradient_keeps_every_old_task_loss_from_rising(stream):
             bound = -_GEM_EPS * torch.as_tensor(v, dtype=after.dtype)
             assert (after >= bound - 1e-4 * before.abs().max()).all()
             assert (before < 0).any()
+    assert sum((r[1] < 0).any().item() for r in clf.records_) < len(clf.records_)
 
 
 def test_gem_remembers_better_than_naive(stream):

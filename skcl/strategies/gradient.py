@@ -86,15 +86,10 @@ def per_task_gradients(network: nn.Module, params: list[torch.Tensor], batch: Ba
             f"bounds {bounds} must be consecutive non-empty row ranges covering the batch's "
             f"{n} rows"
         )
-    return _block_gradients(network, params, *_pad_tasks(batch, bounds), t)
-
-
-def _block_gradients(network: nn.Module, params: list[torch.Tensor], padded: Batch, m: int,
-                     t: int) -> torch.Tensor:
-    """:func:`per_task_gradients` on a memory already laid out by :func:`_pad_tasks`."""
+    padded, m = _pad_tasks(batch, bounds)
     sizes = [p.numel() for p in params]
     offsets = dict(zip((id(p) for p in params), _cumsum(sizes), strict=True))
-    G = torch.empty((t, sum(sizes)), dtype=torch.float32, device=padded.X.device)
+    G = torch.empty((t, sum(sizes)), dtype=torch.float32, device=batch.X.device)
     records: dict[nn.Module, list] = {}
     layers = [module for module in network.modules()
               if isinstance(module, nn.Linear | IncrementalLinear) and id(module.weight) in offsets]
@@ -284,19 +279,11 @@ max_epochs, device, random_state, verbose
     def _unit_test_params(cls) -> dict:
         return {**super()._unit_test_params(), "memory_size": 40}
 
-    def _initialize(self) -> None:
-        super()._initialize()
-        self._blocks_key_ = self._blocks_ = None
-
     def memory_gradients(self, tasks: list[int]) -> torch.Tensor:
         """:math:`G`: one row per task in ``tasks``, the gradient of its mean memory loss."""
-        key = (self.memory_.version, tuple(tasks))
-        if self._blocks_key_ != key:  # the padded layout changes only with the memory
-            bounds = [(start, stop) for _, start, stop in self.memory_.segments(tasks)]
-            self._blocks_key_ = key
-            self._blocks_ = _pad_tasks(self.memory_.items(tasks), bounds)
-        padded, m = self._blocks_
-        return _block_gradients(self.network_, self._params(), padded, m, len(tasks))
+        bounds = [(start, stop) for _, start, stop in self.memory_.segments(tasks)]
+        return per_task_gradients(self.network_, self._params(), self.memory_.items(tasks),
+                                  bounds)
 
     def _project(self, g: torch.Tensor, tasks: list[int]) -> torch.Tensor:
         return kernels.gem_project(self.memory_gradients(tasks), g,

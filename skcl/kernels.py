@@ -272,7 +272,7 @@ def gem_project(
     margin: float = 0.5,
     eps: float = 1e-3,
     return_dual: bool = False,
-):
+) -> np.ndarray | torch.Tensor | tuple[np.ndarray | torch.Tensor, np.ndarray | None]:
     r"""Project a gradient as GEM does (Lopez-Paz & Ranzato, NeurIPS 2017, Sec. 3).
 
     GEM asks that the update not increase the loss of any previous task,
@@ -347,7 +347,9 @@ def gem_project(
     return (out, v) if return_dual else out
 
 
-def agem_project(g: np.ndarray | torch.Tensor, g_ref: np.ndarray | torch.Tensor):
+def agem_project(
+    g: np.ndarray | torch.Tensor, g_ref: np.ndarray | torch.Tensor
+) -> np.ndarray | torch.Tensor:
     r"""Project a gradient as A-GEM does (Chaudhry et al., ICLR 2019, Eq. 11).
 
     With :math:`g_{ref}` the gradient on a batch drawn from the episodic memory,

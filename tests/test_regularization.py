@@ -35,6 +35,16 @@ PENALTIES = [(EWCClassifier, {}), (SIClassifier, {}), (MASClassifier, {}),
              (IMMClassifier, {"l2_transfer": 1.0})]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """These networks are too small to gain from intra-op threads, and on a shared machine
+    busy-waiting OpenMP threads make them several times slower; restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def permuted():
     return load_permuted_digits(n_experiences=3)

@@ -208,7 +208,7 @@ def test_ewc_fisher_is_the_per_sample_definition_not_the_batch_mean_gradient():
     n_batches = -(-len(X) // 32)
     ratio = sum(f.sum() for f in clf.fisher_.values()) / (
         sum(b.sum() for b in batch_mean.values()) / n_batches)
-    assert ratio > 5
+    assert ratio > 10  # about 27 here: a batch mean cancels most per-sample gradient
 
 
 def test_separate_ewc_has_the_gradient_of_one_penalty_per_task(permuted):

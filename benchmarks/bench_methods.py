@@ -99,8 +99,18 @@ NOTES: dict[str, list[str]] = {
         "EWC's Fisher, MAS's importance and IMM's Fisher are computed at each task end on up to "
         "500 samples of the task (fisher_samples / importance_samples); that time is training "
         "time here. Run with OMP_NUM_THREADS=1: the machine's 2 cores were shared with other "
-        "jobs (load average 5-9), under which 2 torch threads ran several times slower and "
-        "timings varied by +-0.3x Naive between repeats.",
+        "jobs (load average 2-9), under which 2 torch threads ran several times slower.",
+        "Timing: the seconds above are one wall-clock run per cell and swing with that load "
+        "(two runs of this table, same code paths, gave permuted-digits ratios 1.07-1.55x and "
+        "1.58-2.55x). Alternating all methods and taking thread CPU time (one torch thread; 15 "
+        "repeats of split-digits, 10 of the first 3 permuted-digits experiences), median and "
+        "min relative to Naive, split | permuted: LwF 1.31, 1.31 | 1.21, 1.33; EWC 1.32, 1.41 "
+        "| 1.40, 1.33; online EWC 1.31, 1.41 | 1.29, 1.34; SI 1.31, 1.43 | 1.41, 1.43; MAS "
+        "1.30, 1.41 | 1.36, 1.30; mean-IMM 1.41, 1.41 | 1.28, 1.45; mode-IMM 1.46, 1.44 | "
+        "1.43, 1.39 (repeats of identical settings still differ by up to 0.25). The extra work "
+        "per step is the penalty, about six element-wise passes over the parameters (SI four "
+        "more for its path integral), or for LwF one forward pass of the previous model; a "
+        "task end adds the per-sample Fisher or MAS importance of 500 samples (about 5 ms).",
     ],
 }
 

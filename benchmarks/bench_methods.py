@@ -68,6 +68,18 @@ FAMILIES: dict[str, list[tuple[str, str, dict]]] = {
         ("mean-IMM", "IMMClassifier", {"*": {"merge": "mean", "l2_transfer": 0.01}}),
         ("mode-IMM", "IMMClassifier", {"*": {"merge": "mode", "l2_transfer": 0.01}}),
     ],
+    "memory": [
+        ("Replay", "ReplayClassifier", {"*": {"memory_size": 200}}),
+        ("Replay, class-balanced", "ReplayClassifier",
+         {"*": {"memory_size": 200, "policy": "class_balanced"}}),
+        ("GDumb", "GDumbClassifier", {"*": {"memory_size": 200}}),
+        ("MIR", "MIRClassifier", {"*": {"memory_size": 200}}),
+        ("LatentReplay", "LatentReplayClassifier", {"*": {"memory_size": 200}}),
+        ("GEM", "GEMClassifier", {"*": {"memory_size": 200}}),
+        ("A-GEM", "AGEMClassifier", {"*": {"memory_size": 200}}),
+        ("A-GEM, no momentum", "AGEMClassifier", {"*": {"memory_size": 200, "momentum": 0.0}}),
+        ("iCaRL", "ICaRLClassifier", {"*": {"memory_size": 200}}),
+    ],
 }
 NOTES: dict[str, list[str]] = {
     "baselines": [],
@@ -111,6 +123,52 @@ NOTES: dict[str, list[str]] = {
         "per step is the penalty, about six element-wise passes over the parameters (SI four "
         "more for its path integral), or for LwF one forward pass of the previous model; a "
         "task end adds the per-sample Fisher or MAS importance of 500 samples (about 5 ms).",
+    ],
+    "memory": [
+        "Memory: 200 samples in total for every method, a hard cap (PROTOCOL.md): Replay and "
+        "MIR fill it by reservoir sampling, GDumb and 'Replay, class-balanced' by greedy class "
+        "balancing over (task, label) classes, GEM and A-GEM share it equally among tasks (20 "
+        "per task after 10 tasks), iCaRL keeps 200 exemplars shrinking per class, latent "
+        "replay 200 activations of the first hidden layer (replay_layer=2; that layer is frozen "
+        "after the first task).",
+        "Method settings are the estimators' defaults, the papers': Replay joins each batch of 32 "
+        "with 32 replayed samples and updates its memory after training on a call (Chaudhry et "
+        "al. 2019); MIR scores 100 candidates by a virtual SGD step and replays the top 32; GDumb "
+        "retrains from scratch for 30 epochs on its memory when a task ends (that time counts as "
+        "training); GEM margin (memory_strength) 0.5, eps 1e-3; A-GEM's reference gradient uses "
+        "up to 256 memory samples (all of the old tasks' memory here); iCaRL sigmoid BCE with "
+        "distillation and nearest-mean-of-exemplars prediction.",
+        "GEM's per-task memory gradients come from one forward and one backward pass over the "
+        "whole old-task memory and one batched product per linear layer (per-task sums of "
+        "delta a^T), then the compiled projection (skcl.kernels.gem_project); no pass runs per "
+        "task. That pass is the cost: up to 180 memory rows per step against 32 batch rows.",
+        "A-GEM, no momentum: the same estimator with plain SGD (momentum 0), departing from "
+        "PROTOCOL.md to show why A-GEM with momentum 0.9 is no better than Naive in "
+        "class-incremental split-digits. The projection makes <g', g_ref> >= 0 for the gradient "
+        "of a step, but heavy-ball SGD moves along a decaying sum of past projected gradients, "
+        "each checked against another reference, so the step itself is not constrained. Even "
+        "without momentum the single first-order constraint is weak in class-incremental "
+        "streams: while the memory is well fitted its softmax is saturated and g_ref is close to "
+        "0, so few steps are projected (8 of the first 40 steps of task 1, seed 0) while the new "
+        "classes' output units take over; the old tasks' memory loss rose from about 0 to 3.7 "
+        "in task 1's first epoch, and A-GEM has no term that brings it back down (GEM's margin "
+        "0.5 does: its projection adds at least 0.5 g_k for every old task).",
+        "Replay's two policies differ in what the 200 slots hold: reservoir sampling keeps a "
+        "uniform sample of the stream, so counts per class and per permutation fluctuate (seeds "
+        "0 / 1 / 2: split-digits class-incremental ACC 0.891 / 0.910 / 0.851, permuted-digits "
+        "0.805 / 0.809 / 0.766); class balancing over (task, label) keeps 2 samples of every "
+        "class of every permutation on permuted-digits (0.855 / 0.828 / 0.831) and equal counts "
+        "per class on split-digits (0.887 / 0.885 / 0.895).",
+        "iCaRL is a class-incremental method: on permuted-digits every task brings all ten "
+        "classes, so each class's exemplar set and nearest-mean prototype pool ten permutations "
+        "(a class that returns is re-herded from its new samples and old exemplars), and, all "
+        "classes being the current task's, its loss has no distillation term there.",
+        "Scores of the memory family are computed in float64 from the float32 network, so a "
+        "sample's scores do not depend on the batch it is scored in (sklearn's subset "
+        "invariance); training is float32.",
+        "Run with OMP_NUM_THREADS=1, as the regularization family: the machine's 2 cores were "
+        "shared with other jobs (load average 3-9), under which 2 torch threads stall at every "
+        "parallel operation and repeated runs of one estimator differed by several x.",
     ],
 }
 

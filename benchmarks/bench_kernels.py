@@ -35,7 +35,13 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-import numpy as np
+# numpy's OpenBLAS, which the reference paths use, keeps its worker threads
+# spinning for about 2**28 cycles after each call; in a round robin they would
+# take a core from whichever method is timed next. 2**4 cycles lets them sleep
+# at once. It must be set before numpy loads OpenBLAS.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
+import numpy as np  # noqa: E402
 import quadprog
 import torch
 from torch import nn

@@ -44,17 +44,35 @@ void dot_rows(const float* x, int64_t d, const float* y, double* out) {
     }
 }
 
-// x . y with x float32 and y float64, every product and the sum in float64.
+// x . y with x float32 and y float64, every product and the sum in float64
+// (four accumulators, so the additions do not wait on each other).
 inline double dot_f32_f64(const float* x, const double* y, int64_t d) {
-    vdouble_wide acc{};
+    vdouble acc[4] = {};
     int64_t c = 0;
-    for (; c + kVF <= d; c += kVF) {
-        vdouble_wide yv;
-        std::memcpy(&yv, y + c, sizeof(yv));
-        acc += to_double(vload(x + c)) * yv;
-    }
-    double s = hsum(acc);
+    for (; c + 4 * kVD <= d; c += 4 * kVD)
+        for (int q = 0; q < 4; ++q) acc[q] += vload_double(x + c + q * kVD) * vload(y + c + q * kVD);
+    for (; c + kVD <= d; c += kVD) acc[0] += vload_double(x + c) * vload(y + c);
+    double s = hsum((acc[0] + acc[1]) + (acc[2] + acc[3]));
     for (; c < d; ++c) s += static_cast<double>(x[c]) * y[c];
+    return s;
+}
+
+// ||x||^2 with every product and the sum in float64.
+inline double norm2_f32(const float* x, int64_t d) {
+    vdouble acc[4] = {};
+    int64_t c = 0;
+    for (; c + 4 * kVD <= d; c += 4 * kVD) {
+        for (int q = 0; q < 4; ++q) {
+            const vdouble xv = vload_double(x + c + q * kVD);
+            acc[q] += xv * xv;
+        }
+    }
+    for (; c + kVD <= d; c += kVD) {
+        const vdouble xv = vload_double(x + c);
+        acc[0] += xv * xv;
+    }
+    double s = hsum((acc[0] + acc[1]) + (acc[2] + acc[3]));
+    for (; c < d; ++c) s += static_cast<double>(x[c]) * x[c];
     return s;
 }
 
@@ -63,16 +81,28 @@ inline double dot_f32_f64(const float* x, const double* y, int64_t d) {
 inline bool herding_select(const float* F, int64_t n, int64_t d, int64_t m, int64_t* out) {
     if (m == 0) return true;
     std::vector<double> mu(static_cast<size_t>(d), 0.0);
-    const int64_t col_block = 64;
-    const int64_t n_col_blocks = (d + col_block - 1) / col_block;
+    // Column sums, rows in order within each block of kCols columns, so mu does
+    // not depend on the number of threads.
+    constexpr int64_t kCols = 4 * kVF;
+    const int64_t n_col_blocks = (d + kCols - 1) / kCols;
     const bool parallel = n * d >= kParallelWork && num_threads() > 1;
 #pragma omp parallel for schedule(dynamic) if (parallel)
     for (int64_t cb = 0; cb < n_col_blocks; ++cb) {
-        const int64_t c0 = cb * col_block, c1 = std::min(d, c0 + col_block);
-        double sums[col_block] = {};
-        for (int64_t i = 0; i < n; ++i) {
-            const float* row = F + i * d;
-            for (int64_t c = c0; c < c1; ++c) sums[c - c0] += row[c];
+        const int64_t c0 = cb * kCols, c1 = std::min(d, c0 + kCols);
+        double sums[kCols] = {};
+        if (c1 - c0 == kCols) {
+            constexpr int kAcc = static_cast<int>(kCols / kVD);
+            vdouble acc[kAcc] = {};
+            for (int64_t i = 0; i < n; ++i) {
+                const float* row = F + i * d + c0;
+                for (int q = 0; q < kAcc; ++q) acc[q] += vload_double(row + q * kVD);
+            }
+            std::memcpy(sums, acc, sizeof(acc));
+        } else {
+            for (int64_t i = 0; i < n; ++i) {
+                const float* row = F + i * d;
+                for (int64_t c = c0; c < c1; ++c) sums[c - c0] += row[c];
+            }
         }
         for (int64_t c = c0; c < c1; ++c) mu[c] = sums[c - c0] / static_cast<double>(n);
     }
@@ -85,8 +115,7 @@ inline bool herding_select(const float* F, int64_t n, int64_t d, int64_t m, int6
 #pragma omp parallel for schedule(dynamic, 256) reduction(&& : finite) if (parallel)
     for (int64_t i = 0; i < n; ++i) {
         const float* row = F + i * d;
-        double nn = 0.0;
-        for (int64_t c = 0; c < d; ++c) nn += static_cast<double>(row[c]) * row[c];
+        const double nn = norm2_f32(row, d);
         norm2[i] = nn;
         norm[i] = std::sqrt(nn);
         f_mu[i] = dot_f32_f64(row, mu.data(), d);

@@ -33,6 +33,11 @@ inline constexpr int kLog2VF = kVF == 16 ? 4 : (kVF == 8 ? 3 : 2);
 typedef float vfloat __attribute__((vector_size(kVecBytes)));
 // kVF doubles: the exact float64 image of one vfloat (two registers).
 typedef double vdouble_wide __attribute__((vector_size(2 * kVecBytes)));
+// One register of doubles (kVD lanes), and the half vfloat it converts from.
+// Loops accumulate in vdouble: GCC keeps arrays of vdouble_wide in memory.
+typedef double vdouble __attribute__((vector_size(kVecBytes)));
+typedef float vfloat_half __attribute__((vector_size(kVecBytes / 2)));
+inline constexpr int kVD = kVecBytes / static_cast<int>(sizeof(double));
 
 inline vfloat vload(const float* p) {
     vfloat v;
@@ -54,14 +59,28 @@ inline void pin_register(vfloat& v) {
 
 inline vdouble_wide to_double(vfloat v) { return __builtin_convertvector(v, vdouble_wide); }
 
-// Sum of the lanes of a vector, as a balanced tree (kVF is a power of two),
+// p[0 .. kVD) converted to float64.
+inline vdouble vload_double(const float* p) {
+    vfloat_half h;
+    std::memcpy(&h, p, sizeof(h));
+    return __builtin_convertvector(h, vdouble);
+}
+
+inline vdouble vload(const double* p) {
+    vdouble v;
+    std::memcpy(&v, p, sizeof(v));
+    return v;
+}
+
+// Sum of the lanes of a vector, as a balanced tree (lane counts are powers of two),
 // in the vector's own precision.
 template <typename V>
 inline auto hsum(V v) {
     using T = std::remove_reference_t<decltype(v[0])>;
-    T x[kVF];
+    constexpr int lanes = static_cast<int>(sizeof(V) / sizeof(T));
+    T x[lanes];
     std::memcpy(x, &v, sizeof(x));
-    for (int width = kVF / 2; width > 0; width /= 2) {
+    for (int width = lanes / 2; width > 0; width /= 2) {
         for (int l = 0; l < width; ++l) x[l] += x[l + width];
     }
     return x[0];

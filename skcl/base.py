@@ -5,7 +5,10 @@ learns the next piece of a stream. A continual-learning method is a subclass
 that overrides a few named hooks of the loop below; it never copies the loop::
 
     partial_fit(X, y, task_id)
-      new task id?  end_task() -> _after_task(old);  _before_task(new)
+      check every input (a bad call raises and changes nothing)
+      new task id?  end_task() -> _after_task(old)
+      register the task's classes (new output units)
+      new task id?  _before_task(new); a fresh optimizer
       _observe(X, y)                      one epoch of:
         for each mini-batch:
           batch = _training_batch(batch)  what is trained on (replay mixes in here)
@@ -173,7 +176,9 @@ class ContinualClassifier(OutputUnitsMixin, ClassifierMixin, BaseEstimator):
         """Learn one epoch of mini-batch SGD over ``X, y`` as part of task ``task_id``.
 
         A task id other than the open task's first closes that task (its
-        end-of-task work runs) and opens the new one.
+        end-of-task work runs on the network as that task left it), then the new
+        task's classes are added and the task opens. Inputs are checked before
+        anything else: a bad call raises and changes nothing.
 
         Parameters
         ----------
@@ -194,12 +199,11 @@ class ContinualClassifier(OutputUnitsMixin, ClassifierMixin, BaseEstimator):
         -------
         self
         """
-        data = self._prepare(X, y, task_id, classes, sample_weight,
-                             reset=not self.__sklearn_is_fitted__())
-        for task, rows in groups_in_order(data.task_ids):
-            X_t, y_t, w_t, t_t = data.select(rows)
-            self._open_task(task)
-            self._observe(X_t, y_t, w_t, t_t)
+        call = self._check_call(X, y, task_id, classes, sample_weight,
+                                reset=not self.__sklearn_is_fitted__())
+        for i, group in enumerate(call.groups):
+            units = self._enter(group, call.classes if i == 0 else None)
+            self._observe(*call.data.select(group.rows, units))
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -220,12 +224,11 @@ class ContinualClassifier(OutputUnitsMixin, ClassifierMixin, BaseEstimator):
         """
         if task_id is None:
             task_id = 0
-        data = self._prepare(X, y, task_id, None, sample_weight, reset=True)
-        for task, rows in groups_in_order(data.task_ids):
-            X_t, y_t, w_t, t_t = data.select(rows)
-            self._open_task(task)
+        call = self._check_call(X, y, task_id, None, sample_weight, reset=True)
+        for group in call.groups:
+            samples = call.data.select(group.rows, self._enter(group, None))
             for _ in range(self.max_epochs):
-                self._observe(X_t, y_t, w_t, t_t)
+                self._observe(*samples)
             self.end_task()
         return self
 
@@ -436,8 +439,14 @@ class ContinualClassifier(OutputUnitsMixin, ClassifierMixin, BaseEstimator):
             network.add_units(task=key, n_new=len(list(run)), seed=self._next_seed())
         return network
 
-    def _prepare(self, X, y, task_id, classes, sample_weight, reset) -> _Data:
-        """Validate a call's inputs, grow classes and units, and move data to the device."""
+    def _check_call(self, X, y, task_id, classes, sample_weight, reset) -> _Call:
+        """Check a call's inputs and move its data to the device.
+
+        Without ``reset``, a bad input raises before anything changes, the open
+        task included. With ``reset`` the estimator starts afresh: its state is
+        cleared first (a bad call leaves it unfitted) and the network is built
+        once the inputs have passed.
+        """
         if reset:
             self._reset()
         X, y = validate_data(self, X, y, reset=reset, dtype=np.float32)
@@ -448,33 +457,56 @@ class ContinualClassifier(OutputUnitsMixin, ClassifierMixin, BaseEstimator):
             weight = _check_sample_weight(sample_weight, X, dtype=np.float32,
                                           ensure_non_negative=True)
             weight = None if np.all(weight == 1) else weight
-        if reset:
-            self._build()
         groups = [
-            (task, rows, *np.unique(y if rows is None else y[rows], return_inverse=True))
+            _Group(task, rows, *np.unique(y if rows is None else y[rows], return_inverse=True))
             for task, rows in groups_in_order(task_ids)
         ]
-        labels = groups[0][2] if len(groups) == 1 else np.unique(np.concatenate(
-            [g[2] for g in groups]))
-        self._grow_classes(labels, classes)
-        if self._register_tasks(groups) and self._optimizer_ is not None:
-            self._optimizer_ = self._make_optimizer(carry_from=self._optimizer_)
-        units = self._encode(groups, y.shape[0])
+        labels = groups[0].labels if len(groups) == 1 else np.unique(np.concatenate(
+            [g.labels for g in groups]))
+        classes = self._check_classes(labels, classes)
+        if reset:
+            self._build()
         device = self.device_
-        return _Data(
+        data = _Data(
             _as_tensor(X, device),
-            torch.from_numpy(units).to(device),
             None if weight is None else _as_tensor(weight, device),
-            task_ids,
             torch.from_numpy(task_ids).to(device),
         )
+        return _Call(data, groups, classes)
+
+    def _enter(self, group: _Group, classes: np.ndarray | None,
+               open_task: bool = True) -> torch.Tensor:
+        """Make ``group.task`` the open task, registering its classes and output units.
+
+        An open task with another id is closed first, so its end-of-task work
+        sees the network as that task trained it; then the task's classes and
+        units are added; then, if the task is new, ``_before_task`` runs and a
+        fresh optimizer is made. ``open_task=False`` registers without opening.
+
+        Returns the unit index of each of the group's samples, on the device.
+        """
+        if self.current_task_ is not None and self.current_task_ != group.task:
+            self.end_task()
+        self._grow_classes(group.labels, classes)
+        added = self._register_task(group.task, group.labels)
+        if open_task and self.current_task_ != group.task:
+            self._open_task(group.task)
+        elif added and self._optimizer_ is not None:
+            self._optimizer_ = self._make_optimizer(carry_from=self._optimizer_)
+        units = self._encode(group.task, group.labels, group.inverse)
+        return torch.from_numpy(units).to(self.device_)
 
     def _register(self, X, y, task_id=0, classes=None):
         """Register the classes and task of ``X, y`` and build the network, without training.
 
-        The untrained model this leaves scores the baseline ``b_j`` of forward transfer.
+        The untrained model this leaves scores the baseline ``b_j`` of forward
+        transfer. As in ``partial_fit``, an open task with another id is closed
+        first; no task is opened.
         """
-        self._prepare(X, y, task_id, classes, None, reset=not self.__sklearn_is_fitted__())
+        call = self._check_call(X, y, task_id, classes, None,
+                                reset=not self.__sklearn_is_fitted__())
+        for i, group in enumerate(call.groups):
+            self._enter(group, call.classes if i == 0 else None, open_task=False)
         return self
 
     def _make_optimizer(self, carry_from: torch.optim.Optimizer | None = None):
@@ -490,6 +522,8 @@ class ContinualClassifier(OutputUnitsMixin, ClassifierMixin, BaseEstimator):
         return optimizer
 
     def _open_task(self, task: int) -> None:
+        """Close an open task with another id, then open ``task``: ``_before_task``, a fresh
+        optimizer. Its classes must be registered already (see :meth:`_enter`)."""
         if self.current_task_ == task:
             return
         if self.current_task_ is not None:
@@ -529,19 +563,38 @@ class ContinualClassifier(OutputUnitsMixin, ClassifierMixin, BaseEstimator):
         return scores
 
 
+class _Group(NamedTuple):
+    """The samples of one task in a call: ``rows`` (``None``: all), their sorted unique
+    labels and each sample's index into them."""
+
+    task: int
+    rows: np.ndarray | None
+    labels: np.ndarray
+    inverse: np.ndarray
+
+
 class _Data(NamedTuple):
+    """A call's samples on the device (labels are encoded per task, once registered)."""
+
     X: torch.Tensor
-    y: torch.Tensor
     weight: torch.Tensor | None
-    task_ids: np.ndarray
     task: torch.Tensor
 
-    def select(self, rows: np.ndarray | None):
+    def select(self, rows: np.ndarray | None, units: torch.Tensor):
+        """``(X, y, weight, task)`` of the given rows, ``units`` being their encoded labels."""
         if rows is None:
-            return self.X, self.y, self.weight, self.task
+            return self.X, units, self.weight, self.task
         index = torch.from_numpy(rows).to(self.X.device)
         weight = None if self.weight is None else self.weight[index]
-        return self.X[index], self.y[index], weight, self.task[index]
+        return self.X[index], units, weight, self.task[index]
+
+
+class _Call(NamedTuple):
+    """A checked call: its data, its task groups in order, and ``classes`` if given."""
+
+    data: _Data
+    groups: list[_Group]
+    classes: np.ndarray | None
 
 
 def _as_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:

@@ -87,6 +87,106 @@ def test_fit_trains_max_epochs_per_task_and_closes_them():
     assert clf.tasks_seen_ == [0]
 
 
+class WhatTheHooksSee(NaiveClassifier):
+    """Records, at the start and the end of each task, the classes, tasks and output units."""
+
+    def _initialize(self):
+        self.seen_ = []
+
+    def _view(self, hook, task):
+        self.seen_.append((hook, task, self.network_.n_units, len(self._unit_labels_),
+                           self.classes_.tolist(), list(self.tasks_seen_)))
+
+    def _before_task(self, task):
+        self._view("before_task", task)
+
+    def _after_task(self, task):
+        self._view("after_task", task)
+
+
+def _two_tasks():
+    X0, y0 = blobs(n=20, labels=(0, 1))
+    X1, y1 = blobs(n=20, labels=(2, 3), seed=1)
+    return X0, y0, X1, y1
+
+
+@pytest.mark.parametrize("how", ["partial_fit", "per-sample-task-ids", "fit"])
+def test_a_new_task_closes_the_open_one_before_adding_its_classes_and_units(how):
+    """End-of-task work sees the network as the closing task trained it: none of the next
+    task's classes, tasks or output units; the next task's _before_task sees them all."""
+    X0, y0, X1, y1 = _two_tasks()
+    clf = WhatTheHooksSee(**SMALL)
+    if how == "partial_fit":
+        clf.partial_fit(X0, y0, task_id=0).partial_fit(X1, y1, task_id=1)
+    else:
+        X, y, task_id = np.vstack([X0, X1]), np.concatenate([y0, y1]), np.repeat([0, 1], 20)
+        getattr(clf, "fit" if how == "fit" else "partial_fit")(X, y, task_id=task_id)
+    assert clf.seen_[:3] == [
+        ("before_task", 0, 2, 2, [0, 1], [0]),
+        ("after_task", 0, 2, 2, [0, 1], [0]),
+        ("before_task", 1, 4, 4, [0, 1, 2, 3], [0, 1]),
+    ]
+
+
+def test_fit_with_task_ids_equals_partial_fit_task_by_task():
+    X0, y0, X1, y1 = _two_tasks()
+    by_fit = NaiveClassifier(max_epochs=2, **SMALL).fit(
+        np.vstack([X0, X1]), np.concatenate([y0, y1]), task_id=np.repeat([0, 1], 20))
+    by_calls = NaiveClassifier(**SMALL)
+    for task, (X, y) in enumerate([(X0, y0), (X1, y1)]):
+        by_calls.partial_fit(X, y, task_id=task).partial_fit(X, y, task_id=task).end_task()
+    np.testing.assert_array_equal(by_fit.predict_proba(X1), by_calls.predict_proba(X1))
+
+
+def _state(clf):
+    return (
+        {n: p.detach().clone() for n, p in clf.network_.named_parameters()},
+        clf.classes_.tolist(), list(clf.tasks_seen_),
+        {t: c.tolist() for t, c in clf.task_classes_.items()}, clf.current_task_,
+        clf._fixed_classes_, dict(clf._units_), clf._optimizer_, clf._rng_.bit_generator.state,
+        list(clf.seen_),
+    )
+
+
+@pytest.mark.parametrize("fixed", [False, True])
+def test_a_bad_call_raises_and_changes_nothing_not_even_the_open_task(fixed):
+    X0, y0, X1, y1 = _two_tasks()
+    clf = WhatTheHooksSee(**SMALL)
+    clf.partial_fit(X0, y0, task_id=0, classes=[0, 1, 2, 3] if fixed else None)
+    before = _state(clf)
+    bad_calls = [
+        dict(X=X1[:, :3], y=y1),                                    # features
+        dict(X=np.where(X1 > 1, np.nan, X1), y=y1),                 # NaN
+        dict(X=X1, y=y1, sample_weight=-np.ones(20)),               # negative weights
+        dict(X=X1, y=y1.astype(str)),                               # strings after numbers
+        dict(X=X1, y=y1, classes=[0, 1]),                           # y outside `classes`
+        dict(X=X1, y=y1, task_id=np.repeat([1, 2], 5)),             # task ids of wrong length
+        dict(X=X1, y=y1 + 0.5),                                     # continuous target
+    ]
+    if fixed:
+        bad_calls.append(dict(X=X1, y=y1 + 7))                      # outside the fixed classes
+    for kwargs in bad_calls:
+        kwargs = {"task_id": 1, **kwargs}
+        with pytest.raises(ValueError):
+            clf.partial_fit(**kwargs)
+        after = _state(clf)
+        for a, b in zip(after[0].values(), before[0].values(), strict=True):
+            assert torch.equal(a, b), kwargs
+        assert after[1:] == before[1:], kwargs
+    assert clf.current_task_ == 0 and [s[0] for s in clf.seen_] == ["before_task"]
+
+
+def test_a_bad_first_call_leaves_the_estimator_unfitted():
+    X, y = blobs(labels=(0, 1, 2))
+    clf = NaiveClassifier(**SMALL)
+    with pytest.raises(ValueError, match="outside the fixed class set"):
+        clf.partial_fit(X, y, classes=[0, 1])
+    with pytest.raises(NotFittedError):
+        clf.predict(X)
+    clf.partial_fit(X, y)
+    assert clf.classes_.tolist() == [0, 1, 2]
+
+
 def test_output_layer_grows_with_unseen_classes_and_keeps_old_units():
     X, y = blobs(labels=(0, 1))
     clf = NaiveClassifier(**SMALL).partial_fit(X, y)

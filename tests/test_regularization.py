@@ -109,8 +109,8 @@ def test_penalty_covers_only_units_that_existed_when_importance_was_computed(spl
 @pytest.mark.parametrize("cls, extra", [*PENALTIES, (LwFClassifier, {})],
                          ids=lambda v: getattr(v, "__name__", ""))
 def test_a_new_task_id_closes_the_task_as_end_task_does(cls, extra, split):
-    """partial_fit with a new task id adds the new task's units before the old task closes;
-    the closing work must still see only the units the old task trained."""
+    """partial_fit with a new task id closes the old task before it adds the new task's
+    units, so the closing work is that of an explicit end_task."""
     explicit, implicit = cls(**SMALL, **extra), cls(**SMALL, **extra)
     for exp in split[:3]:
         train(explicit, [exp])

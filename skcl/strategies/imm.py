@@ -235,7 +235,7 @@ max_epochs, device, random_state, verbose
         super()._observe(X, y, weight, task)
 
     def _after_task(self, task: int) -> None:
-        self.solutions_.append(self._trained_parameters())
+        self.solutions_.append(self._parameter_snapshot())
         X, y = self._task_sample_.tensors()
         if X is None:
             fisher = {name: torch.zeros_like(p) for name, p in self.solutions_[-1].items()}
@@ -252,7 +252,7 @@ max_epochs, device, random_state, verbose
         if self.l2_transfer == 0:
             return None
         trainable = {name for name, p in self.network_.named_parameters() if p.requires_grad}
-        return {name: torch.ones_like(p) for name, p in self._trained_parameters().items()
+        return {name: torch.ones_like(p) for name, p in self._parameter_snapshot().items()
                 if name in trainable}
 
     def _consolidate(self, importance: Params) -> None:

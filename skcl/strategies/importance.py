@@ -126,21 +126,21 @@ def _pad_rows(t: torch.Tensor, like: torch.Tensor, fill: torch.Tensor | None = N
     return torch.cat([t, extra])
 
 
-class _TrainedUnits(nn.Module):
-    """A shared-head network as the closing task trained it: the same trunk and, as a plain
-    ``nn.Linear`` holding copies of their weights, its first ``n_units`` output units.
+class _LinearHead(nn.Module):
+    """A shared-head network for the importance kernels: the same trunk, and its output
+    layer as a plain ``nn.Linear`` holding copies of the layer's weights.
 
     Parameter names are the network's. The kernels compute per-sample gradients of
     ``nn.Linear`` layers in one batched pass, so the head takes that path too.
     """
 
-    def __init__(self, network: nn.Module, n_units: int):
+    def __init__(self, network: nn.Module):
         super().__init__()
         self.trunk = network.trunk
         head = network.head
-        self.head = nn.Linear(head.in_features, n_units, device="meta")
-        self.head.weight = nn.Parameter(head.weight.detach()[:n_units].clone())
-        self.head.bias = nn.Parameter(head.bias.detach()[:n_units].clone())
+        self.head = nn.Linear(head.in_features, head.out_features, device="meta")
+        self.head.weight = nn.Parameter(head.weight.detach().clone())
+        self.head.bias = nn.Parameter(head.bias.detach().clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.trunk(x))
@@ -189,7 +189,7 @@ class ImportancePenalty(ContinualClassifier):
     def _consolidate(self, importance: dict[str, torch.Tensor]) -> None:
         r"""Fold a task's importance into ``importance_``, :math:`\Omega \leftarrow \Omega +
         \Omega_t`, and anchor at the parameters the task ended with."""
-        theta = self._trained_parameters()
+        theta = self._parameter_snapshot()
         for name, omega in importance.items():
             old = self.importance_.get(name)
             self.importance_[name] = omega if old is None else omega + _pad_rows(old, omega)
@@ -215,10 +215,8 @@ class ImportancePenalty(ContinualClassifier):
         self._root_stiffness_ = [k.sqrt() for k in self._stiffness_.values()]
         self._force_buffers_ = [torch.empty_like(k) for k in self._stiffness_.values()]
         self._forces_ = None
-        self._record_trained_rows()
 
     def _observe(self, X, y, weight, task) -> None:
-        self._record_trained_rows()
         self._task_sample_.add(X, y, weight)
         # Parameters are replaced only when output units are added, before a call trains.
         self._penalized_ = self._penalized_parameters()
@@ -281,18 +279,10 @@ class ImportancePenalty(ContinualClassifier):
         params = dict(self.network_.named_parameters())
         return [params[n] for n in self._stiffness_]
 
-    def _record_trained_rows(self) -> None:
-        # A new task id grows the output layer for the new task *before* the old task is
-        # closed; end-of-task work must see only the units the closing task trained.
-        self._trained_rows_ = {n: p.shape[0] for n, p in self.network_.named_parameters()}
-        self._trained_units_ = len(self._unit_labels_)
-
-    def _trained_parameters(self) -> dict[str, torch.Tensor]:
-        """Detached clones of the parameters, restricted to the rows the closing task trained."""
-        return {n: p.detach()[: self._trained_rows_.get(n, p.shape[0])].clone()
-                for n, p in self.network_.named_parameters()}
+    def _parameter_snapshot(self) -> dict[str, torch.Tensor]:
+        """Detached clones of the network's parameters, by name."""
+        return {n: p.detach().clone() for n, p in self.network_.named_parameters()}
 
     def _importance_kernel(self, kernel, *data) -> dict[str, torch.Tensor]:
-        """Run an importance kernel on the network as the closing task trained it."""
-        model = _TrainedUnits(self.network_, self._trained_units_)
-        return kernel(model, *data, batch_size=_KERNEL_BATCH)
+        """Run an importance kernel (``fisher_diagonal``, ``mas_importance``) on the network."""
+        return kernel(_LinearHead(self.network_), *data, batch_size=_KERNEL_BATCH)

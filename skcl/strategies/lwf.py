@@ -13,7 +13,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from skcl.base import Batch, ContinualClassifier
-from skcl.strategies.importance import _TrainedUnits
 
 
 class LwFClassifier(ContinualClassifier):
@@ -100,16 +99,6 @@ max_epochs, device, random_state, verbose
         self.previous_network_: torch.nn.Module | None = None
         self.n_old_units_ = 0
 
-    def _before_task(self, task: int) -> None:
-        super()._before_task(task)
-        self._trained_units_ = len(self._unit_labels_)
-
-    def _observe(self, X, y, weight, task) -> None:
-        # A new task id adds its units before the previous task closes: remember the
-        # units the task trained, the ones its successor distils.
-        self._trained_units_ = len(self._unit_labels_)
-        super()._observe(X, y, weight, task)
-
     def _loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
         loss = super()._loss(logits, batch)
         if self.previous_network_ is None or self.n_old_units_ == 0:
@@ -125,7 +114,7 @@ max_epochs, device, random_state, verbose
 
     def _after_task(self, task: int) -> None:
         super()._after_task(task)
-        previous = copy.deepcopy(_TrainedUnits(self.network_, self._trained_units_)).eval()
+        previous = copy.deepcopy(self.network_).eval()
         previous.requires_grad_(False)
         self.previous_network_ = previous
-        self.n_old_units_ = self._trained_units_
+        self.n_old_units_ = previous.n_units

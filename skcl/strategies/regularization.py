@@ -146,7 +146,7 @@ max_epochs, device, random_state, verbose
             self.importance_ = {n: self.gamma * omega for n, omega in self.importance_.items()}
             super()._consolidate(importance)
             return
-        trained = self._trained_parameters()
+        trained = self._parameter_snapshot()
         for name, fisher in importance.items():
             theta = trained[name]
             if name not in self.importance_:

@@ -20,6 +20,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <tuple>
 #include <vector>
 
 #include "simd.hpp"
@@ -56,6 +57,9 @@ inline double dot_f32_f64(const float* x, const double* y, int64_t d) {
     for (; c < d; ++c) s += static_cast<double>(x[c]) * y[c];
     return s;
 }
+
+inline double vabs(double x) { return std::fabs(x); }
+inline vdouble vabs(vdouble x) { return x < vdouble{} ? -x : x; }
 
 // ||x||^2 with every product and the sum in float64.
 inline double norm2_f32(const float* x, int64_t d) {
@@ -109,8 +113,10 @@ inline bool herding_select(const float* F, int64_t n, int64_t d, int64_t m, int6
 
     // Per row: ||f_i||^2, ||f_i||, f_i . mu, running f_i . S (float32 products),
     // its error bound, and the lower end of the current score's interval.
+    // block[i] is 0 while row i may be picked and +inf once it is, so a picked
+    // row's interval lies at +inf and the scoring loop needs no branch.
     std::vector<double> norm2(n), norm(n), f_mu(n), s_f(n, 0.0), err(n, 0.0), low(n);
-    std::vector<unsigned char> taken(n, 0);
+    std::vector<double> block(n, 0.0);
     int finite = 1;
 #pragma omp parallel for schedule(dynamic, 256) reduction(&& : finite) if (parallel)
     for (int64_t i = 0; i < n; ++i) {
@@ -130,14 +136,50 @@ inline bool herding_select(const float* F, int64_t n, int64_t d, int64_t m, int6
     const double lane_terms = static_cast<double>(d / kVF + kLog2VF + 1);
     const double gamma = 1.01 * lane_terms * u / (1.0 - lane_terms * u) + 1e-14;
     const double inf = std::numeric_limits<double>::infinity();
-    // Half-width of the interval around score_i that holds its float64 value.
-    auto slack = [&](int64_t i, double two_k) {
-        return 2.0 * err[i] +
-               1e-12 * (norm2[i] + two_k * std::abs(f_mu[i]) + 2.0 * std::abs(s_f[i]));
+    // Rows [i0, i1): adds dots[i - i0] = f_i . f_j (none before the first pick)
+    // to the running S . f_i and grows its error bound by gamma ||f_i|| ||f_j||;
+    // writes the lower end of each score's interval (score_i -/+ the half-width
+    // that holds its float64 value) to low and returns the smallest upper end.
+    auto score_rows = [&](int64_t i0, int64_t i1, const double* dots, double norm_j,
+                          double two_k) {
+        const double e_step = gamma * norm_j;
+        auto one = [&](auto sf, auto e, auto n2, auto fm, auto nr, auto bl, auto dot, auto& up) {
+            sf += dot;
+            e += e_step * nr;
+            const auto sc = n2 - two_k * fm + 2.0 * sf;
+            const auto half = 2.0 * e + 1e-12 * (n2 + two_k * vabs(fm) + 2.0 * vabs(sf));
+            up = sc + half + bl;
+            return std::make_tuple(sf, e, sc - half + bl);
+        };
+        vdouble high_v = vdouble{} + inf;
+        int64_t i = i0;
+        for (; i + kVD <= i1; i += kVD) {
+            const vdouble dot = dots ? vload(dots + (i - i0)) : vdouble{};
+            vdouble up;
+            const auto [sf, e, lo_v] = one(vload(&s_f[i]), vload(&err[i]), vload(&norm2[i]),
+                                           vload(&f_mu[i]), vload(&norm[i]), vload(&block[i]),
+                                           dot, up);
+            vstore(&s_f[i], sf);
+            vstore(&err[i], e);
+            vstore(&low[i], lo_v);
+            high_v = up < high_v ? up : high_v;
+        }
+        double high = inf;
+        for (int l = 0; l < kVD; ++l) high = std::min(high, high_v[l]);
+        for (; i < i1; ++i) {
+            double up;
+            const auto [sf, e, lo_s] = one(s_f[i], err[i], norm2[i], f_mu[i], norm[i], block[i],
+                                           dots ? dots[i - i0] : 0.0, up);
+            s_f[i] = sf;
+            err[i] = e;
+            low[i] = lo_s;
+            high = std::min(high, up);
+        }
+        return high;
     };
 
-    // Picks. Each thread owns a fixed range of row blocks (rows in blocks of
-    // kRows, picked rows included, their values unused) and its own copy of S,
+    // Picks. Each thread owns a fixed range of tiles (kTile rows, picked rows
+    // included, their values unused) and its own copy of S,
     // so a pick needs one barrier: every thread scores its rows, re-scores in
     // float64 those whose interval reaches its own smallest upper bound (a
     // superset of the rows that can reach the global one), publishes its best
@@ -149,7 +191,10 @@ inline bool herding_select(const float* F, int64_t n, int64_t d, int64_t m, int6
     // while the others wait for it), thread 0 takes every row for the remaining
     // picks and the others leave. Picks do not depend on the partition.
     constexpr int64_t kRows = 4;
-    const int64_t n_row_blocks = (n + kRows - 1) / kRows;
+    // Rows scored together: their products f_i . f_j stay in L1 for the vector loop.
+    constexpr int64_t kTile = 64;
+    static_assert(kTile % kRows == 0 && kTile % kVD == 0, "tiles hold whole row blocks");
+    const int64_t n_tiles = (n + kTile - 1) / kTile;
     const int n_threads = parallel ? num_threads() : 1;
     std::vector<double> slot_score(2 * static_cast<size_t>(n_threads), inf);
     std::vector<int64_t> slot_index(2 * static_cast<size_t>(n_threads), -1);
@@ -159,8 +204,8 @@ inline bool herding_select(const float* F, int64_t n, int64_t d, int64_t m, int6
     {
         int team = team_size();
         const int tid = thread_id();
-        int64_t b0 = n_row_blocks * tid / team, b1 = n_row_blocks * (tid + 1) / team;
-        int64_t lo = std::min(n, b0 * kRows), hi = std::min(n, b1 * kRows);
+        int64_t t0 = n_tiles * tid / team, t1 = n_tiles * (tid + 1) / team;
+        int64_t lo = std::min(n, t0 * kTile), hi = std::min(n, t1 * kTile);
         std::vector<double> S(static_cast<size_t>(d), 0.0);
         const float* f_j = nullptr;
         double norm_j = 0.0, busy_total = 0.0, idle_total = 0.0, idle_last = 0.0;
@@ -168,33 +213,21 @@ inline bool herding_select(const float* F, int64_t n, int64_t d, int64_t m, int6
             const double start = seconds_now();
             const double two_k = 2.0 * static_cast<double>(k);
             double high = inf;
-            for (int64_t b = b0; b < b1; ++b) {
-                const int64_t i0 = b * kRows, i1 = std::min(n, i0 + kRows);
+            for (int64_t tile = t0; tile < t1; ++tile) {
+                const int64_t i0 = tile * kTile, i1 = std::min(n, i0 + kTile);
+                double dots[kTile];
                 if (f_j != nullptr) {
-                    double dots[kRows];
-                    if (i1 - i0 == kRows) {
-                        dot_rows<kRows>(F + i0 * d, d, f_j, dots);
-                    } else {
-                        for (int64_t i = i0; i < i1; ++i)
-                            dot_rows<1>(F + i * d, d, f_j, dots + (i - i0));
-                    }
-                    for (int64_t i = i0; i < i1; ++i) {
-                        s_f[i] += dots[i - i0];
-                        err[i] += gamma * norm[i] * norm_j;
-                    }
+                    int64_t i = i0;
+                    for (; i + kRows <= i1; i += kRows)
+                        dot_rows<kRows>(F + i * d, d, f_j, dots + (i - i0));
+                    for (; i < i1; ++i) dot_rows<1>(F + i * d, d, f_j, dots + (i - i0));
                 }
-                for (int64_t i = i0; i < i1; ++i) {
-                    if (taken[i]) continue;
-                    const double sc = norm2[i] - two_k * f_mu[i] + 2.0 * s_f[i];
-                    const double half_width = slack(i, two_k);
-                    low[i] = sc - half_width;
-                    high = std::min(high, sc + half_width);
-                }
+                high = std::min(high, score_rows(i0, i1, f_j ? dots : nullptr, norm_j, two_k));
             }
             double best = inf;
             int64_t arg = -1;
             for (int64_t i = lo; i < hi; ++i) {
-                if (taken[i] || low[i] > high) continue;
+                if (block[i] != 0.0 || low[i] > high) continue;
                 s_f[i] = dot_f32_f64(F + i * d, S.data(), d);
                 err[i] = 0.0;
                 const double exact = norm2[i] - two_k * f_mu[i] + 2.0 * s_f[i];
@@ -207,7 +240,7 @@ inline bool herding_select(const float* F, int64_t n, int64_t d, int64_t m, int6
             if (team == 1) {
                 if (arg >= 0) {
                     out[k - 1] = arg;
-                    taken[arg] = 1;
+                    block[arg] = inf;
                 }
                 f_j = F + out[k - 1] * d;
                 norm_j = norm[out[k - 1]];
@@ -234,15 +267,15 @@ inline bool herding_select(const float* F, int64_t n, int64_t d, int64_t m, int6
                 }
             }
             if (tid == 0) out[k - 1] = j;
-            if (lo <= j && j < hi) taken[j] = 1;
+            if (lo <= j && j < hi) block[j] = inf;
             f_j = F + j * d;
             norm_j = norm[j];
             for (int64_t c = 0; c < d; ++c) S[c] += f_j[c];
             if (k >= 4 && idle_total > busy_total) {
                 if (tid != 0) break;
                 team = 1;
-                b0 = 0;
-                b1 = n_row_blocks;
+                t0 = 0;
+                t1 = n_tiles;
                 lo = 0;
                 hi = n;
             }

@@ -72,6 +72,8 @@ inline vdouble vload(const double* p) {
     return v;
 }
 
+inline void vstore(double* p, vdouble v) { std::memcpy(p, &v, sizeof(v)); }
+
 // Sum of the lanes of a vector, as a balanced tree (lane counts are powers of two),
 // in the vector's own precision.
 template <typename V>

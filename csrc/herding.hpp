@@ -38,8 +38,19 @@ void dot_rows(const float* x, int64_t d, const float* y, double* out) {
         const vfloat yv = vload(y + c);
         for (int r = 0; r < R; ++r) acc[r] += vload(x + r * d + c) * yv;
     }
+    float lane_sum[R];
+#ifdef SKCL_HAVE_SHUFFLEVECTOR
+    if constexpr (R == 4) {
+        const vfloat sums = hsum4(acc[0], acc[1], acc[2], acc[3]);
+        for (int r = 0; r < R; ++r) lane_sum[r] = sums[r];
+    } else {
+        for (int r = 0; r < R; ++r) lane_sum[r] = hsum(acc[r]);
+    }
+#else
+    for (int r = 0; r < R; ++r) lane_sum[r] = hsum(acc[r]);
+#endif
     for (int r = 0; r < R; ++r) {
-        double s = hsum(acc[r]);
+        double s = lane_sum[r];
         for (int64_t cc = c; cc < d; ++cc) s += static_cast<double>(x[r * d + cc]) * y[cc];
         out[r] = s;
     }

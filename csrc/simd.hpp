@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#include <utility>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -87,6 +88,53 @@ inline auto hsum(V v) {
     }
     return x[0];
 }
+
+// The lane sums of four vectors as the first four lanes of one, by a tree of
+// log2(kVF) vector additions (lane pairs of two vectors interleaved and added,
+// then pairs of pairs, then halves folded), the depth of hsum's tree. Needs
+// __builtin_shufflevector (GCC 12+, Clang); SKCL_HAVE_SHUFFLEVECTOR says so.
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
+#define SKCL_HAVE_SHUFFLEVECTOR 1
+namespace simd_detail {
+
+// Lane 2j: a[2j] + a[2j+1]; lane 2j+1: b[2j] + b[2j+1].
+template <size_t... I>
+inline vfloat pair_sums(vfloat a, vfloat b, std::index_sequence<I...>) {
+    return __builtin_shufflevector(a, b, static_cast<int>(I % 2 ? kVF + (I & ~size_t{1}) : I)...) +
+           __builtin_shufflevector(a, b,
+                                   static_cast<int>(I % 2 ? kVF + (I & ~size_t{1}) + 1 : I + 1)...);
+}
+
+// From a = pair_sums(x0, x1) and b = pair_sums(x2, x3): lane 4q + r holds a
+// partial sum of x_r.
+template <size_t... I>
+inline vfloat quad_sums(vfloat a, vfloat b, std::index_sequence<I...>) {
+    return __builtin_shufflevector(
+               a, b, static_cast<int>(I % 4 < 2 ? I : kVF + I - 2)...) +
+           __builtin_shufflevector(
+               a, b, static_cast<int>(I % 4 < 2 ? I + 2 : kVF + I)...);
+}
+
+// Lane l < W gets s[l] + s[l + W], for W = kVF / 2 down to 4.
+template <size_t W, size_t... I>
+inline vfloat fold_to_four(vfloat s, std::index_sequence<I...> seq) {
+    if constexpr (W < 4) {
+        return s;
+    } else {
+        return fold_to_four<W / 2>(s + __builtin_shufflevector(s, s, static_cast<int>((I + W) % kVF)...),
+                                   seq);
+    }
+}
+
+}  // namespace simd_detail
+
+inline vfloat hsum4(vfloat x0, vfloat x1, vfloat x2, vfloat x3) {
+    using namespace simd_detail;
+    constexpr auto seq = std::make_index_sequence<kVF>{};
+    return fold_to_four<kVF / 2>(quad_sums(pair_sums(x0, x1, seq), pair_sums(x2, x3, seq), seq),
+                                 seq);
+}
+#endif
 
 // Sum of the lanes of a float vector, accumulated in double.
 inline double hsum_double(vfloat v) { return hsum(to_double(v)); }

@@ -4,13 +4,14 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
 from skcl import bench
-from skcl.bench import BenchError, estimator_names, run_bench, stream_scenarios
+from skcl.bench import BenchError, estimator_names, load_settings, run_bench, stream_scenarios
 from skcl.cli import estimators, main
 from skcl.datasets import Experience, TaskStream, load_permuted_digits, load_split_digits
 
@@ -172,6 +173,13 @@ def test_settings_file_in_bench_methods_format(tmp_path, capsys):
     report = (tmp_path / "out/REPORT.md").read_text()
     assert "- EWC lambda 5 on split-digits, for a test." in report
     assert "| online EWC |" in report and "| EWC |" in report
+
+
+def test_bench_methods_settings_name_only_skcl_estimators():
+    settings = load_settings(Path(__file__).parents[1] / "benchmarks" / "bench_methods.py")
+    known = set(estimator_names())
+    classes = {v["estimator"] for v in settings["variants"].values()}
+    assert settings["estimators"] and classes <= known
 
 
 def test_scenario_rule():

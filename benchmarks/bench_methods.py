@@ -98,10 +98,21 @@ FAMILIES: dict[str, list[tuple[str, str, dict]]] = {
         ("iCaRL", "ICaRLClassifier", {"*": {"memory_size": 200}}),
     ],
 }
-# Timing references this script runs after a family's methods; not estimators, so
-# not in FAMILIES (which `skcl bench --settings` reads as the grid's estimators).
+# Timing references this script runs after a family's methods, with their notes; not
+# estimators, so not in FAMILIES and NOTES (which `skcl bench --settings` reads).
 REFERENCES: dict[str, list[tuple[str, type, dict]]] = {
     "memory": [("GEM timing floor", GEMFloor, {"*": {"memory_size": 200}})],
+}
+REFERENCE_NOTES: dict[str, list[str]] = {
+    "memory": [
+        "'GEM timing floor' is a timing reference, not a method (its accuracy is Naive's): "
+        "each step it runs only the forward and backward pass over the old tasks' memory that "
+        "GEM needs, as plain autograd, and takes Naive's step. GEM's seconds over the floor's "
+        "are what the per-task gradients and the projection add; the floor's over Naive's are "
+        "the pass itself, up to 180 memory rows against a batch of 32 through a network small "
+        "enough that every step is compute-bound. That pass is why GEM cannot come within 2x "
+        "of Naive on this CPU.",
+    ],
 }
 NOTES: dict[str, list[str]] = {
     "baselines": [],
@@ -163,12 +174,7 @@ NOTES: dict[str, list[str]] = {
         "GEM's per-task memory gradients come from one forward and one backward pass over the "
         "whole old-task memory and one batched product per linear layer (per-task sums of "
         "delta a^T), then the compiled projection (skcl.kernels.gem_project); no pass runs per "
-        "task. 'GEM timing floor' is a timing reference, not a method (its accuracy is "
-        "Naive's): each step it runs only that memory pass, as plain autograd, and takes "
-        "Naive's step. GEM's seconds over the floor's are what the per-task gradients and the "
-        "projection add; the floor's over Naive's are the pass itself, up to 180 memory rows "
-        "against a batch of 32 through a network small enough that every step is "
-        "compute-bound. That pass is why GEM cannot come within 2x of Naive on this CPU.",
+        "task.",
         "A-GEM, no momentum: the same estimator with plain SGD (momentum 0), departing from "
         "PROTOCOL.md to show why A-GEM with momentum 0.9 is no better than Naive in "
         "class-incremental split-digits. The projection makes <g', g_ref> >= 0 for the gradient "
@@ -238,7 +244,8 @@ def run(family: str, seeds: list[int], epochs: int) -> dict:
                       f"{result.train_seconds:.2f}s", file=sys.stderr)
     return {
         "family": family, "epochs": epochs, "seeds": seeds, "protocol": PROTOCOL,
-        "notes": [n for name in families for n in NOTES.get(name, [])],
+        "notes": [n for name in families
+                  for n in NOTES.get(name, []) + REFERENCE_NOTES.get(name, [])],
         "versions": {"skcl": skcl.__version__, "torch": torch.__version__,
                      "python": platform.python_version()},
         "machine": {"processor": platform.processor() or platform.machine(),

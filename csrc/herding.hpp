@@ -43,12 +43,11 @@ void dot_rows(const float* x, int64_t d, const float* y, double* out) {
     if constexpr (R == 4) {
         const vfloat sums = hsum4(acc[0], acc[1], acc[2], acc[3]);
         for (int r = 0; r < R; ++r) lane_sum[r] = sums[r];
-    } else {
+    } else
+#endif
+    {
         for (int r = 0; r < R; ++r) lane_sum[r] = hsum(acc[r]);
     }
-#else
-    for (int r = 0; r < R; ++r) lane_sum[r] = hsum(acc[r]);
-#endif
     for (int r = 0; r < R; ++r) {
         double s = lane_sum[r];
         for (int64_t cc = c; cc < d; ++cc) s += static_cast<double>(x[r * d + cc]) * y[cc];

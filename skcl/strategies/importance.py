@@ -33,6 +33,7 @@ so no clip applies to it.
 from __future__ import annotations
 
 import hashlib
+from abc import ABCMeta, abstractmethod
 
 import numpy as np
 import torch
@@ -146,7 +147,7 @@ class _LinearHead(nn.Module):
         return self.head(self.trunk(x))
 
 
-class ImportancePenalty(ContinualClassifier):
+class ImportancePenalty(ContinualClassifier, metaclass=ABCMeta):
     r"""Base of the importance-weighted quadratic penalties (EWC, SI, MAS, IMM's L2-transfer).
 
     Holds the anchors :math:`\theta^*` (``anchor_``, detached clones of the
@@ -178,9 +179,9 @@ class ImportancePenalty(ContinualClassifier):
 
     # ------------------------------------------------------------------ what a method provides
 
+    @abstractmethod
     def _importance(self, task: int) -> dict[str, torch.Tensor] | None:
         """Importance of each parameter for the task just ended (shaped like the parameters)."""
-        raise NotImplementedError(f"{type(self).__name__} must implement _importance")
 
     def _sample_size(self) -> int:
         """How many samples of each task the importance needs (0: none kept)."""

@@ -3,11 +3,12 @@ r"""Exact per-sample parameter importances: EWC's Fisher and MAS, the Python sid
 
 Part of :mod:`skcl.kernels`, the one door to compiled code, which re-exports
 :func:`importance_diagonal`, :func:`fisher_diagonal` and :func:`mas_importance`:
-import them from there. The input checks and the CPU/CUDA dispatch are
-:mod:`skcl.kernels`'; this module holds what is particular to importances:
-the batched pass over ``nn.Linear`` layers (:math:`\sum_b (\delta_b^2)^\top a_b^2`
-from one backward), the ``torch.func`` pass for every other parameter, and the
-losses of EWC and MAS.
+import them from there. The input checks and the CPU/CUDA dispatch are those of
+:mod:`skcl._backend`, the per-sample gradients of linear layers those of
+:mod:`skcl._per_sample` (shared with GEM); this module holds what is particular
+to importances: the fused accumulation of the linear layers
+(:math:`\sum_b (\delta_b^2)^\top a_b^2` from one backward), the ``torch.func``
+pass for every other parameter, and the losses of EWC and MAS.
 """
 
 from __future__ import annotations
@@ -18,102 +19,72 @@ import numpy as np
 import torch
 from torch import nn
 
-from skcl.kernels import _C, _as_array, _count, _cuda_call, _cuda_module, _mark
+from skcl._backend import _C, as_array, check_tensor, count, cuda_call, cuda_module, mark
+from skcl._per_sample import linear_backward, linear_layers
 
 __all__ = ["fisher_diagonal", "importance_diagonal", "mas_importance"]
 
 _MODES = {2: "square", 1: "abs"}
 
 
+def _operand(x: torch.Tensor, name: str, shape: tuple, device: torch.device) -> torch.Tensor:
+    """Check one operand of the accumulation kernels: float32, contiguous, of the given
+    shape and on ``device`` (CUDA launchers read raw pointers, so a float16 activation
+    under autocast would otherwise be read past its end)."""
+    x = check_tensor(x, name, len(shape))
+    if tuple(x.shape) != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {tuple(x.shape)}")
+    if x.device != device:
+        raise ValueError(f"{name} is on {x.device} but the accumulator is on {device}")
+    return x
+
+
 def _accumulate_outer(delta: torch.Tensor, a: torch.Tensor, out: torch.Tensor, mode: str):
     """out += op(delta)^T op(a) on the tensors' device."""
+    if delta.dim() != 2 or a.dim() != 2:
+        raise ValueError(f"delta and a must be 2-D, got {delta.dim()}-D and {a.dim()}-D")
+    (B, O), I = delta.shape, a.shape[1]
+    out = _operand(out, "out", (O, I), out.device)
+    delta = _operand(delta, "delta", (B, O), out.device)
+    a = _operand(a, "activations", (B, I), out.device)
     if out.device.type == "cuda":
-        launcher = _cuda_module().accumulate_outer
-        _cuda_call(launcher, out.device, delta, a, *delta.shape, a.shape[1], out, mode)
+        cuda_call(cuda_module().accumulate_outer, out.device, delta, a, B, O, I, out, mode)
     else:
         _C.accumulate_outer(delta.numpy(), a.numpy(), out.numpy(), mode)
 
 
 def _accumulate_rows(X: torch.Tensor, out: torch.Tensor, mode: str):
     """out += sum over rows of op(X) on the tensors' device."""
+    if X.dim() != 2:
+        raise ValueError(f"X must be 2-D, got {X.dim()}-D")
+    out = _operand(out, "out", (X.shape[1],), out.device)
+    X = _operand(X, "X", tuple(X.shape), out.device)
     if out.device.type == "cuda":
-        _cuda_call(_cuda_module().accumulate_rows, out.device, X, *X.shape, out, mode)
+        cuda_call(cuda_module().accumulate_rows, out.device, X, *X.shape, out, mode)
     else:
         _C.accumulate_rows(X.numpy(), out.numpy(), mode)
 
 
-def _linear_layers(model: nn.Module, names: dict[int, str]) -> dict[nn.Module, tuple]:
-    """nn.Linear layers whose per-sample gradients are outer products of their own."""
-    owners: dict[int, int] = {}
-    for module in model.modules():
-        for p in module.parameters(recurse=False):
-            owners[id(p)] = owners.get(id(p), 0) + 1
-    layers = {}
-    for module in model.modules():
-        if type(module) is not nn.Linear:
-            continue
-        w, b = module.weight, module.bias
-        if id(w) not in names or owners[id(w)] != 1:
-            continue
-        if b is not None and (owners[id(b)] != 1 or not b.requires_grad):
-            b = None
-        layers[module] = (names[id(w)], names[id(b)] if b is not None else None)
-    return layers
+def _float32(x: torch.Tensor) -> torch.Tensor:
+    """A float32 contiguous tensor (autocast makes float16 or bfloat16 activations)."""
+    return x.to(torch.float32).contiguous()
 
 
-class _LinearTap:
-    """Forward hooks on the fast-path Linear layers, registered once per call. While
-    ``active``, a layer records its input and output and hands a clone downstream, so
-    in-place operations after it cannot change the tensor whose gradient is taken."""
-
-    def __init__(self, layers):
-        self.active = False
-        self.records: dict[nn.Module, list] = {module: [] for module in layers}
-        self.handles = [module.register_forward_hook(self._tap) for module in layers]
-
-    def _tap(self, module, inputs, output):
-        if not self.active:
-            return None
-        self.records[module].append((inputs[0], output))
-        return output.clone()
-
-    def remove(self):
-        for handle in self.handles:
-            handle.remove()
-
-
-def _linear_pass(model, tap, layers, xb, yb, per_sample_loss, acc, mode) -> set[str]:
+def _linear_pass(model, layers, params, names, xb, yb, per_sample_loss, acc, mode) -> set[str]:
     """Accumulate the Linear layers from one batched backward; return the names done."""
     if not layers:
         return set()
-    for calls in tap.records.values():
-        calls.clear()
-    tap.active = True
-    try:
-        with torch.enable_grad():
-            loss = per_sample_loss(model(xb), yb).sum()
-    finally:
-        tap.active = False
-    ready = {
-        module: calls[0]
-        for module, calls in tap.records.items()
-        if len(calls) == 1 and calls[0][0].dim() == 2 and calls[0][1].requires_grad
-    }
-    if not ready:
-        return set()
-    deltas = torch.autograd.grad(
-        loss, [z for _, z in ready.values()], allow_unused=True, materialize_grads=True
+    result = linear_backward(
+        layers, lambda: per_sample_loss(model(xb), yb), xb.shape[0], params.values()
     )
-    done = set()
-    for (module, (a, _)), delta in zip(ready.items(), deltas, strict=True):
-        w_name, b_name = layers[module]
-        delta = delta.detach().contiguous()
-        _accumulate_outer(delta, a.detach().contiguous(), acc[w_name], mode)
-        done.add(w_name)
-        if b_name is not None:
-            _accumulate_rows(delta, acc[b_name], mode)
-            done.add(b_name)
-    return done
+    for module, (a, delta) in result.grads.items():
+        w, b = layers[module]
+        delta = _float32(delta)
+        _accumulate_outer(delta, _float32(a), acc[names[id(w)]], mode)
+        if b is not None:
+            _accumulate_rows(delta, acc[names[id(b)]], mode)
+    rest = {id(p) for p in result.rest}
+    return {n for n, p in params.items() if id(p) not in rest}
 
 
 def _generic_pass(model, params, names, xb, yb, per_sample_loss, acc, mode) -> None:
@@ -126,12 +97,18 @@ def _generic_pass(model, params, names, xb, yb, per_sample_loss, acc, mode) -> N
 
     def sample_loss(theta, x, y):
         out = functional_call(model, (theta, rest), (x.unsqueeze(0),))
-        return per_sample_loss(out, None if y is None else y.unsqueeze(0)).sum()
+        loss = per_sample_loss(out, None if y is None else y.unsqueeze(0))
+        if not isinstance(loss, torch.Tensor) or loss.shape != (1,):
+            raise ValueError(
+                "the per-sample loss must return one loss per sample, shape (batch,); "
+                "use reduction='none'"
+            )
+        return loss.sum()
 
     in_dims = (None, 0, None if yb is None else 0)
     grads = vmap(grad(sample_loss), in_dims=in_dims)(theta, xb, yb)
     for n, g in grads.items():
-        _accumulate_rows(g.reshape(g.shape[0], -1).contiguous(), acc[n].view(-1), mode)
+        _accumulate_rows(_float32(g.reshape(g.shape[0], -1)), acc[n].view(-1), mode)
 
 
 def importance_diagonal(
@@ -187,12 +164,40 @@ def importance_diagonal(
     tensor([[1., 1., 1.],
             [1., 1., 1.]])
     """
-    return _importance(model, X, per_sample_loss, y, power, batch_size, labels=False)
+    return _importance(model, X, per_sample_loss, y, power, batch_size, output="any")
 
 
-def _importance(model, X, per_sample_loss, y, power, batch_size, labels):
-    """importance_diagonal; with ``labels``, y must index the model's outputs."""
-    if power not in _MODES or _count(batch_size, "batch_size") < 1:
+def _probe(model: nn.Module, x: torch.Tensor, output: str) -> torch.Tensor:
+    """The model's output on one sample, with a ValueError naming what does not fit:
+    ``output`` is "logits" (shape (1, n_classes)), "batched" (shape (1, ...)) or "any"."""
+    try:
+        with torch.no_grad():
+            out = model(x)
+    except (RuntimeError, ValueError, IndexError, TypeError) as exc:
+        raise ValueError(
+            f"the model cannot run on X's samples of shape {tuple(x.shape[1:])}: {exc}"
+        ) from exc
+    if output == "any":
+        return out
+    if not isinstance(out, torch.Tensor):
+        raise ValueError(f"the model must return a tensor, got {type(out).__name__}")
+    if output == "logits" and (out.dim() != 2 or out.shape[0] != 1):
+        raise ValueError(
+            "the model must return logits of shape (n_samples, n_classes); on one sample it "
+            f"returned shape {tuple(out.shape)}"
+        )
+    if output == "batched" and (out.dim() < 2 or out.shape[0] != 1):
+        raise ValueError(
+            "the model must return outputs of shape (n_samples, ...) with at least 2 axes; on "
+            f"one sample it returned shape {tuple(out.shape)}"
+        )
+    return out
+
+
+def _importance(model, X, per_sample_loss, y, power, batch_size, output):
+    """importance_diagonal, the model's output checked by :func:`_probe`; for "logits",
+    y must index the model's outputs."""
+    if power not in _MODES or count(batch_size, "batch_size") < 1:
         raise ValueError(f"need power in (1, 2) and batch_size >= 1, got {power!r}, {batch_size}")
     mode = _MODES[power]
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
@@ -203,11 +208,11 @@ def _importance(model, X, per_sample_loss, y, power, batch_size, labels):
             raise TypeError(f"parameter {n} is {p.dtype}; the kernels need a float32 model")
     device = next(iter(params.values())).device
     if device.type == "cuda":
-        _cuda_module()
+        cuda_module()
     if isinstance(X, torch.Tensor):
         X = X.detach().to(device=device, dtype=torch.float32)
     else:
-        X = torch.as_tensor(_as_array(X, "X", np.ndim(X)), device=device)
+        X = torch.as_tensor(as_array(X, "X", np.ndim(X)), device=device)
     if X.dim() < 1 or X.shape[0] == 0:
         raise ValueError(f"X must hold at least one sample, got shape {tuple(X.shape)}")
     if not torch.isfinite(X.sum()) and not torch.isfinite(X).all():
@@ -222,28 +227,26 @@ def _importance(model, X, per_sample_loss, y, power, batch_size, labels):
             raise TypeError(f"y must hold integer labels, got {y.dtype}")
         y = y.long()
     names = {id(p): n for n, p in params.items()}
-    layers = _linear_layers(model, names)
+    layers = linear_layers(model, params.values())
     acc = {n: torch.zeros(p.shape, dtype=torch.float32, device=device) for n, p in params.items()}
     was_training = model.training
     model.eval()
-    tap = _LinearTap(layers)
     try:
-        if labels:
-            with torch.no_grad():
-                n_classes = model(X[:1]).shape[-1]
+        out = _probe(model, X[:1], output)
+        if output == "logits":
+            n_classes = out.shape[1]
             if y.min() < 0 or y.max() >= n_classes:
                 raise ValueError(f"labels must lie in [0, {n_classes}), the model's outputs")
         for start in range(0, X.shape[0], batch_size):
             xb = X[start : start + batch_size]
             yb = None if y is None else y[start : start + batch_size]
-            done = _linear_pass(model, tap, layers, xb, yb, per_sample_loss, acc, mode)
+            done = _linear_pass(model, layers, params, names, xb, yb, per_sample_loss, acc, mode)
             rest = [n for n in params if n not in done]
             if rest:
                 _generic_pass(model, params, rest, xb, yb, per_sample_loss, acc, mode)
     finally:
-        tap.remove()
         model.train(was_training)
-    _mark(device.type)
+    mark(device.type)
     scale = 1.0 / X.shape[0]
     for n, value in acc.items():
         value.mul_(scale)
@@ -300,7 +303,7 @@ def fisher_diagonal(
     """
     if y is None:
         raise ValueError("fisher_diagonal needs the labels y")
-    return _importance(model, X, _log_likelihood_loss, y, 2, batch_size, labels=True)
+    return _importance(model, X, _log_likelihood_loss, y, 2, batch_size, output="logits")
 
 
 def mas_importance(
@@ -335,4 +338,4 @@ def mas_importance(
     >>> mas_importance(net, torch.tensor([[1.0], [-2.0]]))["weight"]
     tensor([[5.]])
     """
-    return importance_diagonal(model, X, _squared_output_norm, power=1, batch_size=batch_size)
+    return _importance(model, X, _squared_output_norm, None, 1, batch_size, output="batched")

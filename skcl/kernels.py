@@ -2,7 +2,8 @@
 
 Every call into ``skcl._C`` (C++, OpenMP) or ``skcl._C_cuda`` (CUDA) goes
 through this module (the per-sample importances of EWC and MAS through
-:mod:`skcl._fisher`, re-exported here): it checks dtypes, shapes, contiguity
+:mod:`skcl._fisher`, re-exported here; both share the checks of
+:mod:`skcl._backend`): it checks dtypes, shapes, contiguity
 and devices, chooses the backend from where the data lives, and says which
 backend ran (:func:`backend_info` for what is built, :func:`last_backend` for
 the last call). A missing compiled module is an installation error, never a silent slow
@@ -23,36 +24,17 @@ True
 
 from __future__ import annotations
 
-import importlib
-import math
-import numbers
-import threading
 from typing import Any
 
 import numpy as np
 import torch
 
-try:
-    from skcl import _C
-except ImportError as exc:  # pragma: no cover - exercised only on a broken install
-    raise ImportError(
-        "skcl's compiled module skcl._C is missing: skcl was not built. Install it with "
-        "`pip install .` (or `make install`) from a source tree with a C++17 compiler."
-    ) from exc
+from skcl import _backend
+from skcl._backend import _C, count, inputs, mark, nonneg_float, output
+from skcl._fisher import fisher_diagonal, importance_diagonal, mas_importance
 
 __all__ = ["agem_project", "backend_info", "fisher_diagonal", "gem_project", "herding"]
 __all__ += ["importance_diagonal", "last_backend", "mas_importance"]
-
-
-def _load_cuda_module():
-    try:
-        return importlib.import_module("skcl._C_cuda")
-    except ImportError:
-        return None
-
-
-_C_cuda = _load_cuda_module()
-_last = threading.local()
 
 
 def backend_info() -> dict[str, Any]:
@@ -73,12 +55,13 @@ def backend_info() -> dict[str, Any]:
     >>> sorted(backend_info())
     ['cpu', 'cuda']
     """
+    cuda_mod = _backend._C_cuda
     cpu = {"compiled": True, **_C.build_info()}
-    cuda: dict[str, Any] = {"compiled": _C_cuda is not None}
-    if _C_cuda is not None:
-        cuda.update(_C_cuda.build_info())
+    cuda: dict[str, Any] = {"compiled": cuda_mod is not None}
+    if cuda_mod is not None:
+        cuda.update(cuda_mod.build_info())
     cuda["available"] = bool(
-        _C_cuda is not None and torch.cuda.is_available() and cuda.get("device_count", 0) > 0
+        cuda_mod is not None and torch.cuda.is_available() and cuda.get("device_count", 0) > 0
     )
     return {"cpu": cpu, "cuda": cuda}
 
@@ -99,90 +82,7 @@ def last_backend() -> str | None:
     >>> last_backend()
     'cpu'
     """
-    return getattr(_last, "backend", None)
-
-
-# --------------------------------------------------------------------------- checks
-
-
-def _count(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
-    return int(value)
-
-
-def _nonneg_float(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-    return value
-
-
-def _as_array(x: Any, name: str, ndim: int) -> np.ndarray:
-    """A C-contiguous float32 copy or view of an array-like of real numbers."""
-    arr = np.asarray(x)
-    if arr.dtype.kind not in "fiu":
-        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
-    if arr.ndim != ndim:
-        raise ValueError(f"{name} must be {ndim}-D, got shape {arr.shape}")
-    with np.errstate(over="ignore"):  # values beyond float32 become inf and are rejected
-        return np.ascontiguousarray(arr, dtype=np.float32)
-
-
-def _check_tensor(x: torch.Tensor, name: str, ndim: int) -> torch.Tensor:
-    if x.dtype != torch.float32:
-        raise TypeError(f"{name} must be float32, got {x.dtype}; convert it with .float()")
-    if x.dim() != ndim:
-        raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(x.shape)}")
-    if not x.is_contiguous():
-        raise ValueError(f"{name} must be contiguous; call .contiguous() first")
-    if x.device.type not in ("cpu", "cuda"):
-        raise ValueError(f"{name} is on unsupported device {x.device}")
-    return x.detach()
-
-
-def _cuda_module():
-    if _C_cuda is None:
-        raise RuntimeError(
-            "a CUDA tensor was passed but skcl._C_cuda was not built (no nvcc/CUDA toolkit at "
-            "install time); reinstall skcl where nvcc is available, or move the data to the CPU"
-        )
-    return _C_cuda
-
-
-def _cuda_call(launcher, device: torch.device, *args):
-    """Call a skcl._C_cuda launcher: tensors go as device pointers, then the device
-    index and the handle of torch's current stream on it, so work stays ordered."""
-    ptrs = (a.data_ptr() if isinstance(a, torch.Tensor) else a for a in args)
-    return launcher(*ptrs, device.index, torch.cuda.current_stream(device).cuda_stream)
-
-
-def _inputs(named: dict[str, tuple[Any, int]]) -> tuple[str, list]:
-    """Check the inputs of one kernel call; return the input kind ("numpy", "torch"
-    or "cuda") and the inputs as float32 numpy arrays (CPU) or tensors (CUDA)."""
-    tensors = [isinstance(x, torch.Tensor) for x, _ in named.values()]
-    if any(tensors) and not all(tensors):
-        raise TypeError(f"{', '.join(named)} must all be numpy arrays or all torch tensors")
-    if not tensors[0]:
-        return "numpy", [_as_array(x, name, nd) for name, (x, nd) in named.items()]
-    checked = [_check_tensor(x, name, nd) for name, (x, nd) in named.items()]
-    if len({x.device for x in checked}) > 1:
-        raise ValueError(f"{', '.join(named)} must be on the same device")
-    if checked[0].device.type == "cuda":
-        _cuda_module()
-        return "cuda", checked
-    return "torch", [x.numpy() for x in checked]
-
-
-def _mark(backend: str) -> None:
-    _last.backend = "cuda" if backend == "cuda" else "cpu"
-
-
-def _output(kind: str, result: np.ndarray):
-    """A CPU kernel's result in the kind of the input."""
-    return torch.from_numpy(result) if kind == "torch" else result
+    return _backend.last()
 
 
 # --------------------------------------------------------------------------- herding
@@ -220,19 +120,20 @@ def herding(features: np.ndarray | torch.Tensor, m: int) -> np.ndarray | torch.T
     >>> herding(X, 2)
     array([1, 3])
     """
-    m = _count(m, "m")
-    backend, (F,) = _inputs({"features": (features, 2)})
+    m = count(m, "m")
+    backend, (F,) = inputs({"features": (features, 2)})
     n, d = F.shape
     if not 0 <= m <= n:
         raise ValueError(f"m must satisfy 0 <= m <= n_samples = {n}, got {m}")
-    _mark(backend)
+    mark(backend)
     if backend != "cuda":
-        return _output(backend, _C.herding(F, m))
+        return output(backend, _C.herding(F, m))
     out = torch.empty(m, dtype=torch.int64, device=F.device)
     if m == 0:
         return out
-    ws = torch.empty(_C_cuda.herding_workspace_bytes(n, d), dtype=torch.uint8, device=F.device)
-    if not _cuda_call(_C_cuda.herding, F.device, F, n, d, m, out, ws, ws.numel()):
+    cuda = _backend.cuda_module()
+    ws = torch.empty(cuda.herding_workspace_bytes(n, d), dtype=torch.uint8, device=F.device)
+    if not _backend.cuda_call(cuda.herding, F.device, F, n, d, m, out, ws, ws.numel()):
         raise ValueError("features contain NaN or infinity")
     return out
 
@@ -245,7 +146,7 @@ def _gram(backend: str, G, g) -> np.ndarray:
     if backend == "cuda":
         t, P = G.shape
         gram = torch.zeros((t + 1, t + 1), dtype=torch.float64, device=G.device)
-        _cuda_call(_C_cuda.gem_gram, G.device, G, g, t, P, gram)
+        _backend.cuda_call(_backend.cuda_module().gem_gram, G.device, G, g, t, P, gram)
         gram = gram.cpu().numpy()
         gram = np.triu(gram) + np.triu(gram, 1).T
     else:
@@ -258,10 +159,10 @@ def _gram(backend: str, G, g) -> np.ndarray:
 def _apply(backend: str, G, g, v: np.ndarray):
     """g + G^T v in the input's kind."""
     if backend != "cuda":
-        return _output(backend, _C.gem_apply(G, g, v))
+        return output(backend, _C.gem_apply(G, g, v))
     out = torch.empty_like(g)
     v_dev = torch.from_numpy(np.ascontiguousarray(v)).to(g.device)
-    _cuda_call(_C_cuda.gem_apply, g.device, G, g, v_dev, *G.shape, out)
+    _backend.cuda_call(_backend.cuda_module().gem_apply, g.device, G, g, v_dev, *G.shape, out)
     return out
 
 
@@ -328,13 +229,13 @@ def gem_project(
     >>> g_proj, v
     (array([0., 1.], dtype=float32), array([1.]))
     """
-    margin = _nonneg_float(margin, "margin")
-    eps = _nonneg_float(eps, "eps")
-    backend, (G_, g_) = _inputs({"G": (G, 2), "g": (g, 1)})
+    margin = nonneg_float(margin, "margin")
+    eps = nonneg_float(eps, "eps")
+    backend, (G_, g_) = inputs({"G": (G, 2), "g": (g, 1)})
     t, P = G_.shape
     if g_.shape[0] != P:
         raise ValueError(f"g has {g_.shape[0]} entries but G has {P} columns")
-    _mark(backend)
+    mark(backend)
     gram = _gram(backend, G_, g_)
     if not (gram[:t, t] < 0).any():
         return (g, None) if return_dual else g
@@ -378,19 +279,12 @@ def agem_project(
     >>> agem_project(np.array([-1.0, 1.0]), np.array([1.0, 0.0]))
     array([0., 1.], dtype=float32)
     """
-    backend, (g_, r_) = _inputs({"g": (g, 1), "g_ref": (g_ref, 1)})
+    backend, (g_, r_) = inputs({"g": (g, 1), "g_ref": (g_ref, 1)})
     if g_.shape != r_.shape:
         raise ValueError(f"g and g_ref differ in length: {g_.shape[0]} vs {r_.shape[0]}")
-    _mark(backend)
+    mark(backend)
     gram = _gram(backend, r_.reshape(1, -1), g_)
     dot, ref2 = gram[0, 1], gram[0, 0]
     if not dot < 0:
         return g
     return _apply(backend, r_.reshape(1, -1), g_, np.array([-dot / ref2]))
-
-
-# --------------------------------------------------------------------------- EWC / MAS
-
-# The importance kernels (csrc/fisher.hpp) have their own module; it uses the checks
-# above, so it is imported last.
-from skcl._fisher import fisher_diagonal, importance_diagonal, mas_importance  # noqa: E402

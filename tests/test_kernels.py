@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from torch import nn
 
-from skcl import _C, kernels
+from skcl import _C, _backend, kernels
 from skcl.kernels import (
     agem_project,
     fisher_diagonal,
@@ -532,9 +532,10 @@ def test_bindings_reject_bad_arguments(call, error):
 def test_backend_reporting_and_missing_cuda(monkeypatch):
     info = kernels.backend_info()
     assert info["cpu"]["compiled"] and "available" in info["cuda"]
-    monkeypatch.setattr(kernels, "_C_cuda", None)
+    monkeypatch.setattr(_backend, "_C_cuda", None)
+    assert not kernels.backend_info()["cuda"]["compiled"]
     with pytest.raises(RuntimeError, match="skcl._C_cuda"):
-        kernels._cuda_module()
+        _backend.cuda_module()
 
 
 CUDA_SOURCES = sorted((Path(__file__).parents[1] / "csrc" / "cuda").glob("*.cu"))

@@ -18,9 +18,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from skcl import kernels
+from skcl._per_sample import linear_backward, linear_layers
 from skcl.base import Batch, ContinualClassifier
 from skcl.memory import EpisodicMemory
-from skcl.nn import IncrementalLinear
 from skcl.strategies._float64 import Float64Scores
 
 # Ridge added to G G^T in GEM's dual QP, as in the paper's code.
@@ -90,41 +90,28 @@ def per_task_gradients(network: nn.Module, params: list[torch.Tensor], batch: Ba
     sizes = [p.numel() for p in params]
     offsets = dict(zip((id(p) for p in params), _cumsum(sizes), strict=True))
     G = torch.empty((t, sum(sizes)), dtype=torch.float32, device=batch.X.device)
-    records: dict[nn.Module, list] = {}
-    layers = [module for module in network.modules()
-              if isinstance(module, nn.Linear | IncrementalLinear) and id(module.weight) in offsets]
+    layers = linear_layers(network, params)
 
-    def tap(module, inputs, output):
-        records.setdefault(module, []).append((inputs[0], output))
+    def memory_losses():
+        logits = network(padded.X, padded.task)
+        return F.cross_entropy(logits, padded.y, reduction="none") * padded.weight
 
     was_training = network.training
     network.eval()
-    handles = [module.register_forward_hook(tap) for module in layers]
     try:
-        with torch.enable_grad():
-            logits = network(padded.X, padded.task)
-            losses = F.cross_entropy(logits, padded.y, reduction="none") * padded.weight
+        losses, grads, rest = linear_backward(layers, memory_losses, t * m, params)
     finally:
-        for handle in handles:
-            handle.remove()
         network.train(was_training)
-    ready = {module: calls[0] for module, calls in records.items()
-             if len(calls) == 1 and calls[0][0].dim() == 2 and calls[0][1].requires_grad}
-    covered = {id(p) for module in ready for p in (module.weight, module.bias) if p is not None}
-    rest = [p for p in params if id(p) not in covered and p.requires_grad]
-    if ready:
-        deltas = torch.autograd.grad(losses.sum(), [out for _, out in ready.values()],
-                                     retain_graph=bool(rest), materialize_grads=True)
-        for (module, (a, _)), delta in zip(ready.items(), deltas, strict=True):
-            out_features, in_features = module.weight.shape
-            delta = delta.detach().reshape(t, m, out_features)
-            w = offsets[id(module.weight)]
-            torch.bmm(delta.transpose(1, 2), a.detach().reshape(t, m, in_features),
-                      out=G[:, w:w + out_features * in_features].view(t, out_features,
-                                                                       in_features))
-            if id(module.bias) in offsets:
-                b = offsets[id(module.bias)]
-                torch.sum(delta, dim=1, out=G[:, b:b + out_features])
+    for module, (a, delta) in grads.items():
+        weight, bias = layers[module]
+        out_features, in_features = weight.shape
+        delta = delta.reshape(t, m, out_features)
+        w = offsets[id(weight)]
+        torch.bmm(delta.transpose(1, 2), a.reshape(t, m, in_features),
+                  out=G[:, w:w + out_features * in_features].view(t, out_features, in_features))
+        if bias is not None:
+            b = offsets[id(bias)]
+            torch.sum(delta, dim=1, out=G[:, b:b + out_features])
     if rest:
         per_task = losses.reshape(t, m).sum(1)
         eye = torch.eye(t, dtype=per_task.dtype, device=per_task.device)

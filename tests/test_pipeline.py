@@ -111,3 +111,73 @@ def test_grid_search_routes_task_id(digits):
     assert set(search.cv_results_["param_learning_rate"]) == {0.01, 0.05}
     plain = GridSearchCV(NaiveClassifier(max_epochs=2, **SMALL), grid, cv=2).fit(X, y)
     assert plain.best_estimator_.tasks_seen_ == [0]
+
+
+@pytest.fixture(scope="module")
+def two_task_pipe(digits):
+    """A pipeline trained on digits 0-4 (task 0), then 5-9 (task 1): it forgets task 0."""
+    X, y = digits
+    pipe = make_pipeline(StandardScaler(), NaiveClassifier(**SMALL))
+    for task, rows in enumerate([np.flatnonzero(y < 5)[:400], np.flatnonzero(y >= 5)[:400]]):
+        for _ in range(3):
+            pipe.partial_fit(X[rows], y[rows], task_id=task)
+    test = np.flatnonzero(y < 5)[400:600]
+    return pipe.end_task(), X[test], y[test]
+
+
+PREDICTION_METHODS = ["predict", "predict_proba", "predict_log_proba", "decision_function"]
+
+
+@pytest.mark.parametrize("routing", [False, True], ids=["routing-off", "routing-on"])
+@pytest.mark.parametrize("method", PREDICTION_METHODS)
+def test_prediction_methods_hand_task_id_to_the_final_estimator(two_task_pipe, method, routing):
+    pipe, X, _ = two_task_pipe
+    final = pipe[-1]
+    Xt = pipe[0].transform(X)
+    with sklearn.config_context(enable_metadata_routing=routing):
+        per_task = getattr(pipe, method)(X, task_id=0)
+        per_sample = getattr(pipe, method)(X, task_id=np.zeros(len(X), int))
+        everything = getattr(pipe, method)(X)
+    np.testing.assert_array_equal(per_task, getattr(final, method)(Xt, task_id=0))
+    np.testing.assert_array_equal(per_sample, per_task)
+    np.testing.assert_array_equal(everything, getattr(final, method)(Xt))
+    assert not np.array_equal(per_task, everything)
+
+
+@pytest.mark.parametrize("routing", [False, True], ids=["routing-off", "routing-on"])
+def test_score_is_task_incremental_with_task_id(two_task_pipe, routing):
+    pipe, X, y = two_task_pipe
+    Xt = pipe[0].transform(X)
+    with sklearn.config_context(enable_metadata_routing=routing):
+        task_incremental = pipe.score(X, y, task_id=0)
+        class_incremental = pipe.score(X, y)
+    assert task_incremental == pipe[-1].score(Xt, y, task_id=0)
+    assert class_incremental == pipe[-1].score(Xt, y)
+    assert task_incremental > class_incremental + 0.2        # task 0 is forgotten, not lost
+
+
+def test_score_hands_on_task_id_and_sample_weight_together(two_task_pipe):
+    pipe, X, y = two_task_pipe
+    weight = (y == 0) + 0.01
+    weighted = pipe.score(X, y, task_id=0, sample_weight=weight)
+    assert weighted == pipe[-1].score(pipe[0].transform(X), y, task_id=0, sample_weight=weight)
+    assert weighted != pipe.score(X, y, task_id=0)
+
+
+def test_task_id_for_a_final_estimator_without_tasks_raises(digits):
+    X, y = digits
+    pipe = make_pipeline(StandardScaler(), SGDClassifier(random_state=0)).fit(X[:300], y[:300])
+    for method in ["predict", "decision_function"]:
+        with pytest.raises(ValueError, match=f"SGDClassifier.{method} takes no task_id"):
+            getattr(pipe, method)(X[:5], task_id=0)
+    with pytest.raises(ValueError, match="SGDClassifier.score takes no task_id"):
+        pipe.score(X[:5], y[:5], task_id=0)
+    assert 0.0 <= pipe.score(X[300:400], y[300:400]) <= 1.0
+
+
+def test_prediction_methods_follow_the_final_estimator(digits):
+    X, y = digits
+    pipe = make_pipeline(StandardScaler(), SGDClassifier(random_state=0)).fit(X[:300], y[:300])
+    assert not hasattr(pipe, "predict_proba")
+    assert hasattr(pipe, "decision_function")
+    assert not hasattr(ContinualPipeline, "set_predict_request")

@@ -46,6 +46,7 @@ from __future__ import annotations
 import numbers
 import time
 import warnings
+from abc import ABCMeta, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -194,7 +195,7 @@ def _run_candidate(estimator, params: dict, stream: TaskStream, scenario: str | 
         return exc
 
 
-class _BaseStreamSearch(MetaEstimatorMixin, BaseEstimator):
+class _BaseStreamSearch(MetaEstimatorMixin, BaseEstimator, metaclass=ABCMeta):
     """Shared machinery of the stream searches; subclasses list the candidates."""
 
     def __init__(
@@ -218,8 +219,9 @@ class _BaseStreamSearch(MetaEstimatorMixin, BaseEstimator):
         self.error_score = error_score
         self.verbose = verbose
 
+    @abstractmethod
     def _candidates(self) -> list[dict]:
-        raise NotImplementedError
+        """The parameter settings to score, checked against the estimator's parameters."""
 
     def _check_settings(self) -> None:
         if self.protocol not in (*PROTOCOLS, ORACLE):
@@ -314,7 +316,6 @@ class _BaseStreamSearch(MetaEstimatorMixin, BaseEstimator):
                 if name in params:
                     column[i] = params[name]
             results[f"param_{name}"] = column
-        ok = [out for out in outcomes if isinstance(out, StreamResult)]
         columns = {key: np.full(n, np.nan) for key in (*_METRICS, "score", "fit_time")}
         for i, out in enumerate(outcomes):
             if isinstance(out, StreamResult):
@@ -326,7 +327,7 @@ class _BaseStreamSearch(MetaEstimatorMixin, BaseEstimator):
                 columns["score"][i] = self.error_score
         results.update(columns)
         scores = results["score"]
-        floor = np.nanmin(scores) - 1 if ok and not np.isnan(scores).all() else 0.0
+        floor = 0.0 if np.isnan(scores).all() else np.nanmin(scores) - 1
         results["rank_score"] = rankdata(-np.nan_to_num(scores, nan=floor),
                                          method="min").astype(np.int32)
         return results

@@ -135,20 +135,21 @@ def test_oracle_choice_follows_the_test_labels(stream):
     assert fooled.best_params_ == {"learning_rate": 1e-5}
 
 
-def test_first_tasks_candidates_see_only_the_first_k_tasks_and_refit_sees_all(stream):
+@pytest.mark.parametrize("protocol, n_seen", [("first-tasks", 2), ("validation", 3)])
+def test_candidates_train_on_training_splits_of_their_tasks_and_refit_on_all(
+        stream, protocol, n_seen):
     RecordingClassifier.calls = []
-    search = StreamGridSearch(RecordingClassifier(**SMALL), GRID, protocol="first-tasks",
+    search = StreamGridSearch(RecordingClassifier(**SMALL), GRID, protocol=protocol,
                               validation_size=0.2, scenario="task", epochs=1, n_tasks=2)
     search.fit(stream)
-    val = make_validation_stream(stream, validation_size=0.2, n_tasks=2)
-    fit_sizes = {exp.task_id: len(exp.y_train) for exp in val}
-    # two candidates, each trained on tasks 0 and 1 only, then the refit over all three
-    refit_calls = RecordingClassifier.calls[-3:]
+    val = make_validation_stream(stream, validation_size=0.2, n_tasks=n_seen)
+    # two candidates, each trained on the fit part of its tasks, then the refit over all three
     candidate_calls = RecordingClassifier.calls[:-3]
     trained = [(t, n) for call, t, n in candidate_calls if call == "partial_fit"]
-    assert trained == [(0, fit_sizes[0]), (1, fit_sizes[1])] * 2
-    assert {t for _, t, _ in candidate_calls} == {0, 1}
-    assert refit_calls == [("partial_fit", exp.task_id, len(exp.y_train)) for exp in stream]
+    assert trained == [(exp.task_id, len(exp.y_train)) for exp in val] * 2
+    assert {t for _, t, _ in candidate_calls} == set(range(n_seen))
+    assert RecordingClassifier.calls[-3:] == [
+        ("partial_fit", exp.task_id, len(exp.y_train)) for exp in stream]
 
 
 def test_refit_trains_a_clone_over_the_whole_stream(stream):

@@ -63,24 +63,34 @@ skcl::ElementOp parse_op(const std::string& mode) {
     throw py::value_error("mode must be 'square' or 'abs', got '" + mode + "'");
 }
 
+// GEM's t: at most kGemMaxTasks rows, so the Gram matrix and the solve stay bounded.
+void require_gem_tasks(py::ssize_t t) {
+    if (t > skcl::kGemMaxTasks) {
+        throw py::value_error("GEM supports at most " + std::to_string(skcl::kGemMaxTasks) +
+                              " memory gradients (rows of G), got " + std::to_string(t) +
+                              ": the Gram matrix and the dual solve grow as t^2 and t^3");
+    }
+}
+
 void require_finite_scalar(double x, const char* name) {
     if (!std::isfinite(x) || x < 0.0) {
         throw py::value_error(std::string(name) + " must be a finite number >= 0");
     }
 }
 
-py::array_t<int64_t> herding(const FloatArray& F, py::ssize_t m) {
+py::array_t<int64_t> herding(const FloatArray& F, py::ssize_t m, py::ssize_t takeover_at) {
     require_ndim(F, 2, "features");
     const py::ssize_t n = F.shape(0), d = F.shape(1);
     if (m < 0 || m > n) {
         throw py::value_error("m must satisfy 0 <= m <= n_samples = " + std::to_string(n) +
                               ", got " + std::to_string(m));
     }
+    if (takeover_at < 0) throw py::value_error("takeover_at must be >= 0");
     py::array_t<int64_t> out(m);
     bool finite;
     {
         py::gil_scoped_release release;
-        finite = skcl::herding_select(F.data(), n, d, m, out.mutable_data());
+        finite = skcl::herding_select(F.data(), n, d, m, out.mutable_data(), takeover_at);
     }
     if (!finite) throw py::value_error("features contain NaN or infinity");
     return out;
@@ -94,6 +104,7 @@ py::array_t<double> gem_gram(const FloatArray& G, const FloatArray& g) {
         throw py::value_error("g has " + std::to_string(g.shape(0)) + " entries but G has " +
                               std::to_string(P) + " columns");
     }
+    require_gem_tasks(t);
     py::array_t<double> gram({t + 1, t + 1});
     {
         py::gil_scoped_release release;
@@ -106,6 +117,7 @@ py::array_t<double> gem_solve_dual(const DoubleArray& gram, double margin, doubl
     require_ndim(gram, 2, "gram");
     const py::ssize_t r = gram.shape(0);
     if (r < 1 || gram.shape(1) != r) throw py::value_error("gram must be square and non-empty");
+    require_gem_tasks(r - 1);
     require_finite_scalar(margin, "margin");
     require_finite_scalar(eps, "eps");
     const double* p = gram.data();
@@ -180,8 +192,12 @@ PYBIND11_MODULE(_C, m) {
         return d;
     }, "Compiler, flags, SIMD level and OpenMP support skcl._C was built with.");
 
-    m.def("herding", &herding, py::arg("features"), py::arg("m"),
-          "Indices of m herding picks (iCaRL) from the rows of features (n x d).");
+    m.attr("gem_max_tasks") = skcl::kGemMaxTasks;
+    m.attr("gem_scratch_bytes") = skcl::kGemScratchBytes;
+    m.def("herding", &herding, py::arg("features"), py::arg("m"), py::arg("takeover_at") = 0,
+          "Indices of m herding picks (iCaRL) from the rows of features (n x d). "
+          "takeover_at > 0 (tests only) forces the parallel path's single-thread "
+          "takeover after that pick.");
     m.def("gem_gram", &gem_gram, py::arg("G"), py::arg("g"),
           "Gram matrix ((t+1) x (t+1), float64) of the rows of G (t x P) and g (P).");
     m.def("gem_solve_dual", &gem_solve_dual, py::arg("gram"), py::arg("margin"), py::arg("eps"),

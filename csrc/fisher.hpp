@@ -91,9 +91,15 @@ template <ElementOp op>
 void accumulate_outer(const float* D, const float* A, int64_t B, int64_t O, int64_t I, float* C) {
     const int64_t m_blocks = (O + kMC - 1) / kMC;
     const int64_t n_blocks = (I + kNC - 1) / kNC;
-#pragma omp parallel if (B * O * I >= kParallelWork)
+    // Packing buffers of every thread, allocated before the parallel region so
+    // that no allocation (nor its exception) happens inside it.
+    const bool parallel = B * O * I >= kParallelWork;
+    const int64_t per_thread = kKC * kMC + kKC * kNC;
+    std::vector<float> buffers(static_cast<size_t>(per_thread) * (parallel ? num_threads() : 1));
+#pragma omp parallel if (parallel)
     {
-        std::vector<float> Dp(kKC * kMC), Ap(kKC * kNC);
+        float* Dp = buffers.data() + static_cast<size_t>(per_thread) * thread_id();
+        float* Ap = Dp + kKC * kMC;
 #pragma omp for collapse(2) schedule(dynamic)
         for (int64_t mb = 0; mb < m_blocks; ++mb) {
             for (int64_t nb = 0; nb < n_blocks; ++nb) {
@@ -103,15 +109,15 @@ void accumulate_outer(const float* D, const float* A, int64_t B, int64_t O, int6
                     const int64_t kc = std::min(kKC, B - k0);
                     for (int64_t r0 = 0; r0 < mc; r0 += kMR)
                         pack<op>(D, O, k0, kc, o0 + r0, std::min<int64_t>(kMR, mc - r0), kMR,
-                                 Dp.data() + r0 * kKC);
+                                 Dp + r0 * kKC);
                     for (int64_t x0 = 0; x0 < nc; x0 += kNR)
                         pack<op>(A, I, k0, kc, i0 + x0, std::min<int64_t>(kNR, nc - x0), kNR,
-                                 Ap.data() + x0 * kKC);
+                                 Ap + x0 * kKC);
                     for (int64_t x0 = 0; x0 < nc; x0 += kNR) {
                         const int cols = static_cast<int>(std::min<int64_t>(kNR, nc - x0));
                         for (int64_t r0 = 0; r0 < mc; r0 += kMR) {
                             const int rows = static_cast<int>(std::min<int64_t>(kMR, mc - r0));
-                            micro_kernel(Dp.data() + r0 * kKC, Ap.data() + x0 * kKC, kc,
+                            micro_kernel(Dp + r0 * kKC, Ap + x0 * kKC, kc,
                                          C + (o0 + r0) * I + i0 + x0, I, rows, cols);
                         }
                     }

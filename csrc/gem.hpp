@@ -94,9 +94,18 @@ inline void gram_tile_any(int b_rows, const float* const* x, const float* const*
 
 }  // namespace gem_detail
 
+// Largest t gem_gram and gem_solve_dual accept: the Gram matrix is then at most
+// 128 MiB, the solver's two t x t matrices 256 MiB, and a solve at most O(t^3)
+// operations (seconds). The bindings reject larger t with a ValueError.
+constexpr int64_t kGemMaxTasks = 4096;
+// Bytes of per-run partial Gram matrices gem_gram may allocate besides its output;
+// past this the runs are fewer (run 0 sums straight into the output).
+constexpr int64_t kGemScratchBytes = int64_t{256} << 20;
+
 // gram ((t+1) x (t+1), row-major, float64) receives the full symmetric Gram
 // matrix of the rows G_0 .. G_{t-1}, g: gram[k][t] = (G g)_k, gram[t][t] = g . g.
-// Each column is read once; only the upper triangle is computed.
+// Each column is read once; only the upper triangle is computed. Requires
+// t <= kGemMaxTasks; scratch memory stays within kGemScratchBytes.
 inline void gem_gram(const float* G, const float* g, int64_t t, int64_t P, double* gram) {
     using namespace gem_detail;
     const int64_t r = t + 1;
@@ -115,12 +124,16 @@ inline void gem_gram(const float* G, const float* g, int64_t t, int64_t P, doubl
     // not depend on which thread took which run.
     const int64_t n_chunks = (P_vec + chunk - 1) / chunk;
     const bool parallel = r * r * P >= 2 * kParallelWork && num_threads() > 1;
-    const int64_t n_runs =
-        std::max<int64_t>(1, std::min<int64_t>(n_chunks, parallel ? 8 * num_threads() : 1));
-    std::vector<double> partial(static_cast<size_t>(n_runs) * r * r, 0.0);
-#pragma omp parallel for schedule(dynamic, 1) if (parallel)
+    // Run 0 sums into gram itself; the others into partial matrices, at most
+    // kGemScratchBytes of them. Allocated here, before the parallel region.
+    const int64_t max_partial = kGemScratchBytes / static_cast<int64_t>(sizeof(double) * r * r);
+    const int64_t n_runs = std::max<int64_t>(
+        1, std::min({n_chunks, parallel ? 8 * int64_t{num_threads()} : 1, 1 + max_partial}));
+    std::fill(gram, gram + r * r, 0.0);
+    std::vector<double> partial(static_cast<size_t>(n_runs - 1) * r * r, 0.0);
+#pragma omp parallel for schedule(dynamic, 1) if (parallel && n_runs > 1)
     for (int64_t run = 0; run < n_runs; ++run) {
-        double* acc = partial.data() + static_cast<size_t>(run) * r * r;
+        double* acc = run == 0 ? gram : partial.data() + static_cast<size_t>(run - 1) * r * r;
         const int64_t k1 = n_chunks * (run + 1) / n_runs;
         for (int64_t k = n_chunks * run / n_runs; k < k1; ++k) {
             const int64_t c0 = k * chunk, c1 = std::min(P_vec, c0 + chunk);
@@ -139,9 +152,8 @@ inline void gem_gram(const float* G, const float* g, int64_t t, int64_t P, doubl
             }
         }
     }
-    std::fill(gram, gram + r * r, 0.0);
-    for (int64_t run = 0; run < n_runs; ++run) {
-        const double* acc = partial.data() + static_cast<size_t>(run) * r * r;
+    for (int64_t run = 1; run < n_runs; ++run) {
+        const double* acc = partial.data() + static_cast<size_t>(run - 1) * r * r;
         for (int64_t i = 0; i < r * r; ++i) gram[i] += acc[i];
     }
     for (int64_t i = 0; i < r; ++i) {
@@ -190,66 +202,104 @@ inline void gem_apply(const float* G, const float* g, const double* v, int64_t t
     }
 }
 
-// Solves min_v 1/2 v^T (Q + eps I) v + p^T v  s.t.  v >= margin, Q = G G^T and
-// p = G g read from the (t+1) x (t+1) Gram matrix of gem_gram. With v = margin + u
-// it is the non-negative problem min_u 1/2 u^T H u + c^T u, u >= 0, H = Q + eps I,
-// c = p + margin H 1, solved by the Lawson-Hanson active-set method: free
-// variables are added one at a time by largest descent, the free subproblem
-// H_FF u_F = -c_F is solved through a Cholesky factor grown by one row per
-// addition, and a step that would leave the feasible set stops at its boundary
-// and frees the variable there. Throws std::domain_error when H is not
-// positive definite on the free set and std::runtime_error when the iteration
-// limit is hit.
+namespace gem_detail {
+
+// Removes position p from the Cholesky factor L (f x f lower triangle, row
+// stride ld) of H_FF: the rows below p lose row p's column by Givens rotations
+// of adjacent columns, which keep L L^T and make L triangular again; O(f^2).
+inline void cholesky_delete(std::vector<double>& L, int64_t ld, int64_t f, int64_t p) {
+    for (int64_t row = p; row + 1 < f; ++row) {
+        double* dst = L.data() + row * ld;
+        const double* src = L.data() + (row + 1) * ld;
+        std::copy(src, src + row + 2, dst);
+    }
+    for (int64_t j = p; j + 1 < f; ++j) {
+        const double a = L[j * ld + j], b = L[j * ld + j + 1];
+        const double h = std::hypot(a, b);
+        const double c = a / h, s = b / h;
+        for (int64_t row = j; row + 1 < f; ++row) {
+            double* x = L.data() + row * ld;
+            const double xa = x[j], xb = x[j + 1];
+            x[j] = c * xa + s * xb;
+            x[j + 1] = -s * xa + c * xb;
+        }
+        L[j * ld + j + 1] = 0.0;
+    }
+}
+
+}  // namespace gem_detail
+
+// Solves GEM's dual with a ridge relative to each row,
+//     min_v 1/2 v^T (Q + eps diag(Q)) v + p^T v   s.t.   v >= margin,
+// Q = G G^T and p = G g read from the (t+1) x (t+1) Gram matrix of gem_gram.
+// The problem is solved in the variables w_k = n_k v_k (n_k = ||G_k||): with the
+// rows normalised, H = D Q D + eps I (D = diag(1/n)) has a unit diagonal
+// whatever the scale of each row, so rows whose norms span many orders of
+// magnitude keep their constraints (G_k g' = lambda_k - eps n_k^2 v_k, a cosine
+// violation of at most eps w_k / ||g'||). A zero row constrains nothing and
+// keeps v_k = margin. With w = l + u, l_k = margin n_k, the non-negative problem
+//     min_u 1/2 u^T H u + c^T u, u >= 0, c = D p + H l
+// is solved by the Lawson-Hanson active-set method: free variables are added
+// one at a time by largest descent, the free subproblem H_FF u_F = -c_F is
+// solved through a Cholesky factor grown by one row per addition and shrunk by
+// Givens rotations when a variable is bound again, so every step costs O(t^2)
+// and the whole solve at most (10 t + 100) steps, O(t^3). Throws
+// std::domain_error when H is not positive definite on the free set and
+// std::runtime_error when the step limit is hit.
 inline std::vector<double> gem_solve_dual(const double* gram, int64_t t, double margin,
                                           double eps) {
     const int64_t r = t + 1;
-    std::vector<double> H(t * t), c(t);
-    double scale = 0.0;
+    std::vector<double> norm(t), v(t, margin);
+    std::vector<int64_t> rows;  // the non-zero rows, solved for
     for (int64_t i = 0; i < t; ++i) {
-        for (int64_t j = 0; j < t; ++j) H[i * t + j] = gram[i * r + j] + (i == j ? eps : 0.0);
-        scale = std::max(scale, H[i * t + i]);
+        norm[i] = std::sqrt(std::max(gram[i * r + i], 0.0));
+        if (norm[i] > 0.0) rows.push_back(i);
     }
-    for (int64_t i = 0; i < t; ++i) {
-        double s = gram[i * r + t];
-        for (int64_t j = 0; j < t; ++j) s += margin * H[i * t + j];
-        c[i] = s;
+    const int64_t n = static_cast<int64_t>(rows.size());
+    std::vector<double> H(n * n), c(n), low(n);
+    for (int64_t a = 0; a < n; ++a) {
+        const int64_t i = rows[a];
+        for (int64_t b = 0; b < n; ++b) {
+            const int64_t j = rows[b];
+            H[a * n + b] = (a == b ? 1.0 + eps : gram[i * r + j] / norm[i] / norm[j]);
+        }
+        low[a] = margin * norm[i];
+    }
+    double scale = 0.0;
+    for (int64_t a = 0; a < n; ++a) {
+        double s = gram[rows[a] * r + t] / norm[rows[a]];
+        for (int64_t b = 0; b < n; ++b) s += H[a * n + b] * low[b];
+        c[a] = s;
         scale = std::max(scale, std::abs(s));
     }
-    const double tol = 1e-13 * static_cast<double>(std::max<int64_t>(t, 1)) * scale;
+    const double tol = 1e-13 * static_cast<double>(std::max<int64_t>(n, 1)) * scale;
 
-    std::vector<double> u(t, 0.0), z(t), w(t), L, y;
+    std::vector<double> u(n, 0.0), z(n), w(n), L(n * n, 0.0), y;
     std::vector<int64_t> F;
-    std::vector<char> is_free(t, 0), blocked(t, 0);
+    std::vector<char> is_free(n, 0), blocked(n, 0);
 
-    // Cholesky factor of H_FF (F in order), lower triangle, row stride t.
-    L.assign(t * t, 0.0);
+    // Cholesky factor of H_FF (F in order), lower triangle, row stride n.
     auto append = [&](int64_t j) -> bool {
         const int64_t f = static_cast<int64_t>(F.size());
-        double d = H[j * t + j];
+        double d = H[j * n + j];
         for (int64_t a = 0; a < f; ++a) {
-            double s = H[F[a] * t + j];
-            for (int64_t b = 0; b < a; ++b) s -= L[a * t + b] * L[f * t + b];
-            L[f * t + a] = s / L[a * t + a];
-            d -= L[f * t + a] * L[f * t + a];
+            double s = H[F[a] * n + j];
+            for (int64_t b = 0; b < a; ++b) s -= L[a * n + b] * L[f * n + b];
+            L[f * n + a] = s / L[a * n + a];
+            d -= L[f * n + a] * L[f * n + a];
         }
-        if (!(d > 1e-12 * H[j * t + j]) || !(d > 0.0)) return false;
-        L[f * t + f] = std::sqrt(d);
+        if (!(d > 1e-12 * H[j * n + j]) || !(d > 0.0)) return false;
+        L[f * n + f] = std::sqrt(d);
         F.push_back(j);
         is_free[j] = 1;
         return true;
     };
-    // Drops the bound variables from F: rows of L before the first dropped one
-    // stay valid, the free variables after it are appended again.
-    auto refactor = [&]() {
-        size_t p = 0;
-        while (p < F.size() && is_free[F[p]]) ++p;
-        std::vector<int64_t> keep;
-        for (size_t q = p; q < F.size(); ++q)
-            if (is_free[F[q]]) keep.push_back(F[q]);
-        F.resize(p);
-        for (int64_t j : keep) {
-            is_free[j] = 0;
-            if (!append(j)) throw std::domain_error("GEM dual: G G^T + eps I is singular");
+    // Drops the bound variables from F and from the factor.
+    auto drop_bound = [&]() {
+        for (int64_t p = static_cast<int64_t>(F.size()) - 1; p >= 0; --p) {
+            if (is_free[F[p]]) continue;
+            gem_detail::cholesky_delete(L, n, static_cast<int64_t>(F.size()), p);
+            F.erase(F.begin() + p);
         }
     };
     // z_F = -H_FF^{-1} c_F, z = 0 elsewhere.
@@ -258,30 +308,29 @@ inline std::vector<double> gem_solve_dual(const double* gram, int64_t t, double 
         y.assign(f, 0.0);
         for (int64_t a = 0; a < f; ++a) {
             double s = -c[F[a]];
-            for (int64_t b = 0; b < a; ++b) s -= L[a * t + b] * y[b];
-            y[a] = s / L[a * t + a];
+            for (int64_t b = 0; b < a; ++b) s -= L[a * n + b] * y[b];
+            y[a] = s / L[a * n + a];
         }
         for (int64_t a = f - 1; a >= 0; --a) {
-            double s = y[a];
-            for (int64_t b = a + 1; b < f; ++b) s -= L[b * t + a] * y[b];
-            y[a] = s / L[a * t + a];
+            const double ya = y[a] / L[a * n + a];
+            y[a] = ya;
+            for (int64_t b = 0; b < a; ++b) y[b] -= L[a * n + b] * ya;
         }
         std::fill(z.begin(), z.end(), 0.0);
         for (int64_t a = 0; a < f; ++a) z[F[a]] = y[a];
     };
 
-    const int64_t max_iter = 10 * t + 100;
+    const int64_t max_iter = 10 * n + 100;
     int64_t iter = 0;
-    std::fill(blocked.begin(), blocked.end(), 0);
     while (true) {
         // w = -(H u + c): the descent direction of the objective.
-        for (int64_t i = 0; i < t; ++i) {
-            double s = c[i];
-            for (int64_t j : F) s += H[i * t + j] * u[j];
-            w[i] = -s;
+        for (int64_t i = 0; i < n; ++i) w[i] = -c[i];
+        for (int64_t j : F) {
+            const double uj = u[j];
+            for (int64_t i = 0; i < n; ++i) w[i] -= H[j * n + i] * uj;
         }
         int64_t enter = -1;
-        for (int64_t i = 0; i < t; ++i) {
+        for (int64_t i = 0; i < n; ++i) {
             if (is_free[i] || blocked[i] || !(w[i] > tol)) continue;
             if (enter < 0 || w[i] > w[enter]) enter = i;
         }
@@ -328,14 +377,13 @@ inline std::vector<double> gem_solve_dual(const double* gram, int64_t t, double 
                     is_free[j] = 0;
                 }
             }
-            refactor();
+            drop_bound();
             if (F.empty()) break;
             if (++iter > max_iter)
                 throw std::runtime_error("GEM dual: active-set iteration limit hit");
         }
     }
-    std::vector<double> v(t);
-    for (int64_t i = 0; i < t; ++i) v[i] = margin + (is_free[i] ? u[i] : 0.0);
+    for (int64_t a = 0; a < n; ++a) v[rows[a]] = (low[a] + (is_free[a] ? u[a] : 0.0)) / norm[rows[a]];
     return v;
 }
 

@@ -91,8 +91,11 @@ inline double norm2_f32(const float* x, int64_t d) {
 }
 
 // Writes the m picks into out[0..m). Returns false (and picks nothing) when F
-// holds a NaN or an infinity. Requires 0 <= m <= n.
-inline bool herding_select(const float* F, int64_t n, int64_t d, int64_t m, int64_t* out) {
+// holds a NaN or an infinity. Requires 0 <= m <= n. takeover_at > 0 forces the
+// contention guard's takeover after pick takeover_at (for tests; 0: only when
+// the guard finds the threads waiting more than computing).
+inline bool herding_select(const float* F, int64_t n, int64_t d, int64_t m, int64_t* out,
+                           int64_t takeover_at = 0) {
     if (m == 0) return true;
     std::vector<double> mu(static_cast<size_t>(d), 0.0);
     // Column sums, rows in order within each block of kCols columns, so mu does
@@ -199,7 +202,10 @@ inline bool herding_select(const float* F, int64_t n, int64_t d, int64_t m, int6
     // they then waited at the barrier. Once the waiting outweighs the computing
     // (the cores are shared with other processes, so a thread sits descheduled
     // while the others wait for it), thread 0 takes every row for the remaining
-    // picks and the others leave. Picks do not depend on the partition.
+    // picks and the others leave. Every thread reaches that decision from the
+    // same slots, so all agree; on takeover only thread 0 marks the pick as
+    // taken, and the others leave without writing anything thread 0 reads after
+    // the last barrier. Picks do not depend on the partition.
     constexpr int64_t kRows = 4;
     // Rows scored together: their products f_i . f_j stay in L1 for the vector loop.
     constexpr int64_t kTile = 64;
@@ -210,13 +216,15 @@ inline bool herding_select(const float* F, int64_t n, int64_t d, int64_t m, int6
     std::vector<int64_t> slot_index(2 * static_cast<size_t>(n_threads), -1);
     std::vector<double> slot_busy(2 * static_cast<size_t>(n_threads), 0.0);
     std::vector<double> slot_idle(2 * static_cast<size_t>(n_threads), 0.0);
+    // Each thread's copy of S, allocated before the parallel region.
+    std::vector<double> S_all(static_cast<size_t>(n_threads) * d, 0.0);
 #pragma omp parallel num_threads(n_threads) if (parallel)
     {
         int team = team_size();
         const int tid = thread_id();
         int64_t t0 = n_tiles * tid / team, t1 = n_tiles * (tid + 1) / team;
         int64_t lo = std::min(n, t0 * kTile), hi = std::min(n, t1 * kTile);
-        std::vector<double> S(static_cast<size_t>(d), 0.0);
+        double* S = S_all.data() + static_cast<size_t>(tid) * d;
         const float* f_j = nullptr;
         double norm_j = 0.0, busy_total = 0.0, idle_total = 0.0, idle_last = 0.0;
         for (int64_t k = 1; k <= m; ++k) {
@@ -238,7 +246,7 @@ inline bool herding_select(const float* F, int64_t n, int64_t d, int64_t m, int6
             int64_t arg = -1;
             for (int64_t i = lo; i < hi; ++i) {
                 if (block[i] != 0.0 || low[i] > high) continue;
-                s_f[i] = dot_f32_f64(F + i * d, S.data(), d);
+                s_f[i] = dot_f32_f64(F + i * d, S, d);
                 err[i] = 0.0;
                 const double exact = norm2[i] - two_k * f_mu[i] + 2.0 * s_f[i];
                 if (exact < best) {
@@ -276,13 +284,14 @@ inline bool herding_select(const float* F, int64_t n, int64_t d, int64_t m, int6
                     j = i;
                 }
             }
+            const bool takeover = k == takeover_at || (k >= 4 && idle_total > busy_total);
+            if (takeover && tid != 0) break;
             if (tid == 0) out[k - 1] = j;
-            if (lo <= j && j < hi) block[j] = inf;
+            if (takeover || (lo <= j && j < hi)) block[j] = inf;
             f_j = F + j * d;
             norm_j = norm[j];
             for (int64_t c = 0; c < d; ++c) S[c] += f_j[c];
-            if (k >= 4 && idle_total > busy_total) {
-                if (tid != 0) break;
+            if (takeover) {
                 team = 1;
                 t0 = 0;
                 t1 = n_tiles;

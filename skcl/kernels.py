@@ -24,6 +24,7 @@ True
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -156,6 +157,30 @@ def _gram(backend: str, G, g) -> np.ndarray:
     return gram
 
 
+def _copy(backend: str, x):
+    """A new float32 copy of a checked input, in the input's kind."""
+    return x.clone() if backend == "cuda" else output(backend, x.copy())
+
+
+# Entries whose squares float32 holds with room to spare: |x| in [2^-40, 2^40].
+_SAFE_EXPONENT = 40
+
+
+def _unit_scale(backend: str, x):
+    """``x`` itself, or ``x`` times a power of two (exact) when its largest entry is so
+    small or so large that products of its entries would underflow or overflow."""
+    peak = float(x.abs().max()) if backend == "cuda" else float(np.abs(x).max(initial=0.0))
+    if peak == 0.0 or not math.isfinite(peak):
+        return x
+    exponent = math.frexp(peak)[1]
+    if abs(exponent) <= _SAFE_EXPONENT:
+        return x
+    scale = 2.0**-exponent  # beyond float32's range for denormal x: scale in float64
+    if backend == "cuda":
+        return (x.double() * scale).float()
+    return (x.astype(np.float64) * scale).astype(np.float32)
+
+
 def _apply(backend: str, G, g, v: np.ndarray):
     """g + G^T v in the input's kind."""
     if backend != "cuda":
@@ -176,16 +201,21 @@ def gem_project(
     r"""Project a gradient as GEM does (Lopez-Paz & Ranzato, NeurIPS 2017, Sec. 3).
 
     GEM asks that the update not increase the loss of any previous task,
-    :math:`\langle g', G_k \rangle \ge 0`. When :math:`G g \ge 0` already, ``g``
-    is returned untouched (the same object). Otherwise it solves the dual QP
+    :math:`\langle g', G_k \rangle \ge 0`. When :math:`G g \ge 0` already, a
+    float32 copy of ``g`` is returned. Otherwise it solves the dual QP
 
-    .. math::  \min_v \tfrac12 v^\top (G G^\top + \epsilon I) v + (G g)^\top v
+    .. math::  \min_v \tfrac12 v^\top (G G^\top + \epsilon\,
+               \mathrm{diag}(G G^\top)) v + (G g)^\top v
                \quad \text{s.t.} \quad v \ge \text{margin}
 
     and returns :math:`g' = G^\top v + g`. One pass over ``G`` computes
     :math:`G g` and the upper half of :math:`G G^\top`, the t x t QP is solved
     by an active-set method in float64 (on the host, also for CUDA tensors: one
-    small copy each way), and one more pass forms ``g'``.
+    small copy each way) on the normalised rows :math:`G_k / \lVert G_k \rVert`,
+    and one more pass forms ``g'``. The solve costs at most :math:`O(t^3)`;
+    ``t`` is limited to ``skcl._C.gem_max_tasks`` (4096), the Gram matrix then
+    taking 128 MiB and the per-thread partial sums at most
+    ``skcl._C.gem_scratch_bytes`` (256 MiB) more.
 
     ``margin`` is a lower bound on the dual variables, as in the paper's code
     (its ``quadprog`` call uses :math:`h = \text{margin}`). The paper biases the
@@ -194,9 +224,14 @@ def gem_project(
     by ``margin`` does it by giving each memory gradient at least that weight in
     :math:`g'`, which pushes :math:`g'` inside the cone rather than onto its
     boundary. ``margin = 0`` is the exact projection. ``eps`` regularises the
-    Gram matrix; at the solution :math:`G g' = \lambda - \epsilon v` with
-    multipliers :math:`\lambda \ge 0`, so the constraints hold up to
-    :math:`\epsilon v_k` (exactly when ``eps = 0``).
+    Gram matrix relative to each row (the paper's code adds :math:`\epsilon I`,
+    which lets rows much smaller than :math:`\sqrt{\epsilon}` lose their
+    constraint): at the solution :math:`G_k g' = \lambda_k - \epsilon \lVert G_k
+    \rVert^2 v_k` with multipliers :math:`\lambda_k \ge 0`, so the cosine of
+    :math:`g'` with every row is at least :math:`-\epsilon \lVert G_k \rVert v_k
+    / \lVert g' \rVert` whatever the rows' scales (and the constraints hold
+    exactly when ``eps = 0``). A zero row constrains nothing; its ``v_k`` is
+    ``margin``.
 
     Parameters
     ----------
@@ -215,9 +250,16 @@ def gem_project(
     Returns
     -------
     g_proj : ndarray or Tensor of shape (P,)
-        The projected gradient, float32, of ``g``'s kind and device.
+        The projected gradient, a new float32 array or tensor of ``g``'s kind
+        and device (never ``g`` itself).
     v : ndarray or None
         Only with ``return_dual=True``.
+
+    Raises
+    ------
+    ValueError
+        On NaN or infinite entries, mismatched shapes, or more than
+        ``skcl._C.gem_max_tasks`` rows.
 
     Examples
     --------
@@ -235,10 +277,15 @@ def gem_project(
     t, P = G_.shape
     if g_.shape[0] != P:
         raise ValueError(f"g has {g_.shape[0]} entries but G has {P} columns")
+    if t > _C.gem_max_tasks:
+        raise ValueError(
+            f"GEM supports at most {_C.gem_max_tasks} memory gradients (rows of G), got {t}: "
+            "the Gram matrix and the dual solve grow as t^2 and t^3"
+        )
     mark(backend)
     gram = _gram(backend, G_, g_)
     if not (gram[:t, t] < 0).any():
-        return (g, None) if return_dual else g
+        return (_copy(backend, g_), None) if return_dual else _copy(backend, g_)
     try:
         v = _C.gem_solve_dual(gram, margin, eps)
     except ValueError as exc:
@@ -258,7 +305,9 @@ def agem_project(
               \quad \text{if } g^\top g_{ref} < 0, \qquad g' = g \text{ otherwise,}
 
     so :math:`\langle g', g_{ref} \rangle \ge 0`. One pass computes the three
-    dot products in float64; a second forms ``g'`` only when needed.
+    dot products in float64; a second forms ``g'`` only when needed. A
+    :math:`g_{ref}` whose squared entries would underflow (or overflow) float32
+    is first scaled by a power of two, which leaves :math:`g'` unchanged.
 
     Parameters
     ----------
@@ -270,7 +319,8 @@ def agem_project(
     Returns
     -------
     g_proj : ndarray or Tensor of shape (P,)
-        ``g`` itself when no projection is needed, else a new float32 vector.
+        A new float32 vector of ``g``'s kind and device (a copy of ``g`` when
+        no projection is needed).
 
     Examples
     --------
@@ -283,8 +333,9 @@ def agem_project(
     if g_.shape != r_.shape:
         raise ValueError(f"g and g_ref differ in length: {g_.shape[0]} vs {r_.shape[0]}")
     mark(backend)
+    r_ = _unit_scale(backend, r_)
     gram = _gram(backend, r_.reshape(1, -1), g_)
     dot, ref2 = gram[0, 1], gram[0, 0]
     if not dot < 0:
-        return g
+        return _copy(backend, g_)
     return _apply(backend, r_.reshape(1, -1), g_, np.array([-dot / ref2]))

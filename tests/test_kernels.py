@@ -72,11 +72,13 @@ def assert_herding_rule(F, picks):
 
 
 def gem_reference(G, g, margin=0.5, eps=1e-3):
-    """GEM's dual as the paper's code poses it, solved by quadprog in float64."""
+    """GEM's dual as the paper's code poses it, with the ridge relative to each row
+    (eps ||G_k||^2 instead of eps), solved by quadprog in float64."""
     Gd = np.asarray(G, dtype=np.float64)
     gd = np.asarray(g, dtype=np.float64)
+    Q = Gd @ Gd.T
+    Q = Q + eps * np.diag(np.diag(Q))
     t = Gd.shape[0]
-    Q = Gd @ Gd.T + eps * np.eye(t)
     v = quadprog.solve_qp(Q, -(Gd @ gd), np.eye(t), np.full(t, margin))[0]
     return v, Gd.T @ v + gd
 
@@ -238,19 +240,26 @@ def test_gem_constraints_hold_after_projection(t):
     tol = 1e-6 * np.linalg.norm(g) * np.linalg.norm(G, axis=1)
     exact = gem_project(G, g, margin=0.0, eps=0.0)
     assert (G.astype(np.float64) @ exact >= -tol).all()
-    # With a ridge the KKT conditions give G g' = lambda - eps v, lambda >= 0.
+    # With a ridge the KKT conditions give G_k g' = lambda_k - eps ||G_k||^2 v_k.
     got, v = gem_project(G, g, return_dual=True)
-    assert (G.astype(np.float64) @ got >= -1e-3 * v - tol).all()
+    norms2 = np.linalg.norm(G.astype(np.float64), axis=1) ** 2
+    assert (G.astype(np.float64) @ got >= -1e-3 * norms2 * v - tol).all()
 
 
-def test_gem_no_violation_returns_g_unchanged():
+def test_gem_no_violation_returns_a_float32_copy_of_g():
     G = np.abs(np.random.default_rng(0).standard_normal((4, 30))).astype(np.float32)
     g = np.abs(np.random.default_rng(1).standard_normal(30)).astype(np.float32)
     out, v = gem_project(G, g, return_dual=True)
-    assert out is g and v is None
-    assert gem_project(np.zeros((0, 30), np.float32), g) is g
+    assert out is not g and v is None
+    np.testing.assert_array_equal(out, g)
+    assert gem_project(np.zeros((0, 30), np.float32), g) is not g
+    out64 = gem_project(G.astype(np.float64), g.astype(np.float64))
+    assert out64.dtype == np.float32
+    np.testing.assert_array_equal(out64, g)
     g_t = torch.from_numpy(g)
-    assert gem_project(torch.from_numpy(G), g_t) is g_t
+    out_t = gem_project(torch.from_numpy(G), g_t)
+    assert out_t is not g_t and out_t.data_ptr() != g_t.data_ptr()
+    assert torch.equal(out_t, g_t)
 
 
 def test_gem_torch_input_matches_numpy():
@@ -301,12 +310,14 @@ def test_gem_hypothesis(t, P, seed, poison, dtype, strided):
             gem_project(G, g)
         return
     got, v = gem_project(G, g, return_dual=True)
+    assert got is not g and got.dtype == np.float32
     if v is None:
-        assert got is g
+        np.testing.assert_array_equal(got, g.astype(np.float32))
         return
     # KKT of the dual in float64: r = Q v + G g >= 0, r_k = 0 where v_k > margin.
     Gd, gd = G.astype(np.float32).astype(np.float64), g.astype(np.float32).astype(np.float64)
-    Q = Gd @ Gd.T + 1e-3 * np.eye(t)
+    Q = Gd @ Gd.T
+    Q = Q + 1e-3 * np.diag(np.diag(Q))
     r = Q @ v + Gd @ gd
     tol = 1e-5 * (np.abs(Q).max() * np.abs(v).max() + np.abs(Gd @ gd).max())
     assert (v >= 0.5 - 1e-12).all() and (r >= -tol).all()
@@ -328,8 +339,12 @@ def test_agem_projection_and_passthrough():
     assert_close_rel(got, gd - (gd @ rd) / (rd @ rd) * rd, 1e-6)
     assert got.astype(np.float64) @ rd >= -1e-6 * np.linalg.norm(gd) * np.linalg.norm(rd)
     h = np.abs(g)
-    assert agem_project(h, np.abs(g_ref)) is h
-    assert agem_project(h, np.zeros(500, np.float32)) is h
+    for ref in (np.abs(g_ref), np.zeros(500, np.float32)):
+        out_h = agem_project(h, ref)
+        assert out_h is not h
+        np.testing.assert_array_equal(out_h, h)
+    out64 = agem_project(h.astype(np.float64), np.abs(g_ref))
+    assert out64.dtype == np.float32 and np.array_equal(out64, h)
     out = agem_project(torch.from_numpy(g), torch.from_numpy(g_ref))
     np.testing.assert_array_equal(out.numpy(), got)
 

@@ -2,8 +2,8 @@
 
 The implementation behind :mod:`skcl.bench`'s grid definition (its public
 names are re-exported there): the estimator specs, the sklearn baselines,
-the scenario rule, streams from ``.npz`` files, settings files and the
-resolution of every cell's parameters.
+the scenario rule, settings files and the resolution of every cell's
+parameters.
 """
 
 from __future__ import annotations
@@ -21,9 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from skcl.datasets import TaskStream, make_permuted_stream, make_split_stream
-
-SCENARIOS = ("class", "task", "domain")
+from skcl import registry
+from skcl.datasets import SCENARIOS, TaskStream, _no_id_scenario
 
 
 class BenchError(ValueError):
@@ -65,16 +64,13 @@ _SKLEARN = {
 
 def _specs(settings: Mapping[str, Any] | None = None) -> dict[str, _Spec]:
     """Every estimator of ``'all'``: skcl's, each followed by its variants, then sklearn's."""
-    from skcl.cli import estimators
-
     base = {
-        name: _Spec(name, cls.__name__.removesuffix("Classifier"), "skcl", cls.__name__)
-        for name, cls in estimators().items()
+        entry.name: _Spec(entry.name, entry.cls.removesuffix("Classifier"), "skcl", entry.cls)
+        for entry in registry.ENTRIES
     }
-    first = [n for n in ("naive", "joint") if n in base]
     variants = (settings or {}).get("variants", {})
     specs = {}
-    for name in first + [n for n in base if n not in first]:
+    for name in base:
         for variant, info in variants.items():
             if info["estimator"] == name and variant != name and variant in {**base, **_SKLEARN}:
                 raise BenchError(f"settings: variant {info['label']!r} would be named "
@@ -88,7 +84,9 @@ def _specs(settings: Mapping[str, Any] | None = None) -> dict[str, _Spec]:
 
 
 def _key(name: str) -> str:
-    return str(name).strip().lower().removesuffix("classifier")
+    """A grid name: a registry estimator's name for any of its spellings, else lower case."""
+    entry = registry.find(name)
+    return entry.name if entry else str(name).strip().lower().removesuffix("classifier")
 
 
 def estimator_names() -> list[str]:
@@ -97,8 +95,8 @@ def estimator_names() -> list[str]:
     Returns
     -------
     names : list of str
-        ``'naive'`` and ``'joint'`` first, then the other skcl estimators in
-        :func:`skcl.cli.estimators` order, then the scikit-learn baselines.
+        The skcl estimators in :data:`skcl.registry.ENTRIES` order (``'naive'``
+        and ``'joint'`` first), then the scikit-learn baselines.
 
     Examples
     --------
@@ -146,8 +144,7 @@ def stream_scenarios(stream: TaskStream, requested: Sequence[str]) -> tuple[list
     >>> stream_scenarios(load_permuted_digits(n_experiences=3), ["class", "task", "domain"])[0]
     ['domain', 'task']
     """
-    same = len({tuple(exp.classes.tolist()) for exp in stream}) == 1
-    no_id = "domain" if same else "class"
+    no_id = _no_id_scenario(stream)
     scenarios: list[str] = []
     notes: list[str] = []
     for scenario in requested:
@@ -159,70 +156,12 @@ def stream_scenarios(stream: TaskStream, requested: Sequence[str]) -> tuple[list
             continue
         if scenario != "task" and scenario != no_id:
             run = no_id
-            why = "every experience holds the same classes" if same else "new classes arrive"
+            why = ("every experience holds the same classes" if no_id == "domain"
+                   else "new classes arrive")
             notes.append(f"'{scenario}' runs as '{no_id}' on {stream.name} ({why}).")
         if run not in scenarios:
             scenarios.append(run)
     return scenarios, notes
-
-
-def load_npz_streams(
-    path: str | os.PathLike, classes_per_task: int | None = None, permuted: int | None = None,
-) -> list[TaskStream]:
-    """Streams from a user's ``.npz`` file holding arrays ``X`` and ``y``.
-
-    Parameters
-    ----------
-    path : str or path-like
-        A NumPy ``.npz`` file with ``X`` (n_samples, n_features) and ``y`` (n_samples,).
-    classes_per_task : int, optional
-        Build a split stream of this many classes per experience
-        (:func:`skcl.datasets.make_split_stream`), named ``'<file stem>-split'``.
-    permuted : int, optional
-        Build a permuted stream of this many experiences
-        (:func:`skcl.datasets.make_permuted_stream`), named ``'<file stem>-permuted'``.
-
-    Returns
-    -------
-    streams : list of TaskStream
-        The split stream, then the permuted one, for those asked.
-
-    Examples
-    --------
-    >>> import tempfile, numpy as np
-    >>> from skcl.bench import load_npz_streams
-    >>> rng = np.random.default_rng(0)
-    >>> with tempfile.TemporaryDirectory() as d:
-    ...     np.savez(f"{d}/toy.npz", X=rng.normal(size=(60, 4)), y=np.arange(60) % 4)
-    ...     streams = load_npz_streams(f"{d}/toy.npz", classes_per_task=2, permuted=3)
-    >>> [(s.name, len(s)) for s in streams]
-    [('toy-split', 2), ('toy-permuted', 3)]
-    """
-    path = Path(path)
-    if classes_per_task is None and permuted is None:
-        raise BenchError("--data needs --classes-per-task K, --permuted N or both")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            missing = [k for k in ("X", "y") if k not in data.files]
-            if missing:
-                raise BenchError(f"{path} has no array {', '.join(missing)} "
-                                 f"(arrays: {', '.join(data.files) or 'none'})")
-            X, y = data["X"], data["y"]
-    except (OSError, ValueError) as exc:
-        if isinstance(exc, BenchError):
-            raise
-        raise BenchError(f"cannot read {path} as an .npz file: {exc}") from exc
-    streams = []
-    try:
-        if classes_per_task is not None:
-            streams.append(make_split_stream(X, y, classes_per_task=classes_per_task,
-                                             name=f"{path.stem}-split"))
-        if permuted is not None:
-            streams.append(make_permuted_stream(X, y, n_experiences=permuted,
-                                                name=f"{path.stem}-permuted"))
-    except ValueError as exc:
-        raise BenchError(f"{path}: {exc}") from exc
-    return streams
 
 
 def load_settings(path: str | os.PathLike) -> dict[str, Any]:

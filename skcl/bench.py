@@ -10,7 +10,7 @@ cluster (``'dask'``, the ``skcl[dask]`` extra). Each cell seeds everything
 from its seed and uses a fixed number of torch threads, so the backend does
 not change its results.
 
-The grid holds every skcl estimator (:func:`skcl.cli.estimators`) and two
+The grid holds every skcl estimator (:mod:`skcl.registry`) and two
 scikit-learn baselines trained by their own ``partial_fit``: ``'sgd'``
 (``SGDClassifier``) and ``'mlp'`` (``MLPClassifier``: the protocol's 256-256
 network and SGD, momentum 0.9, ``learning_rate_init`` 0.05, batch 32, no L2).
@@ -55,7 +55,6 @@ from skcl._bench_grid import (
     _specs,
     _stream_digest,
     estimator_names,
-    load_npz_streams,
     load_settings,
     stream_scenarios,
 )
@@ -63,13 +62,15 @@ from skcl.datasets import STREAMS, TaskStream, load_stream
 from skcl.report import RESULTS_FILE
 
 __all__ = [
-    "BACKENDS", "BenchError", "BenchRun", "estimator_names", "load_npz_streams", "load_settings",
-    "run_bench", "stream_scenarios",
+    "BACKENDS", "BenchError", "BenchRun", "estimator_names", "load_settings", "run_bench",
+    "stream_scenarios",
 ]
 
 BACKENDS = ("loky", "serial", "dask")
 DEFAULT_STREAMS = ("split-digits", "permuted-digits")
 DASK_HINT = "pip install 'skcl[dask]' (or: pip install 'dask[distributed]')"
+#: Seconds to wait for a Dask scheduler given by address before giving up.
+SCHEDULER_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
@@ -197,7 +198,13 @@ def _run_dask(jobs, done: Callable[[dict], None], n_jobs, scheduler) -> None:
     if scheduler is None:
         cluster = distributed.LocalCluster(n_workers=n_jobs, threads_per_worker=1, processes=True,
                                            dashboard_address=None, silence_logs=logging.ERROR)
-    client = distributed.Client(scheduler if cluster is None else cluster)
+        client = distributed.Client(cluster)
+    else:
+        try:
+            client = distributed.Client(scheduler, timeout=SCHEDULER_TIMEOUT)
+        except (OSError, ValueError) as exc:
+            raise BenchError(f"cannot reach the Dask scheduler at {scheduler!r} within "
+                             f"{SCHEDULER_TIMEOUT:g} s: {' '.join(str(exc).split())}") from None
     try:
         streams = {id(stream): stream for _, stream in jobs}
         scattered = dict(zip(streams, client.scatter(list(streams.values())), strict=True))
@@ -274,7 +281,7 @@ def run_bench(
         added when missing: every timing is reported relative to it.
     streams : sequence of str or TaskStream
         Named streams (:data:`skcl.datasets.STREAMS`) or streams built by the
-        caller (e.g. :func:`load_npz_streams`).
+        caller (e.g. :func:`skcl.tabular.load_streams`).
     scenarios : sequence of {'class', 'task', 'domain'}
         Resolved per stream by :func:`stream_scenarios`.
     seeds : sequence of int
@@ -433,7 +440,8 @@ def run_bench(
 
     save()
     try:
-        _BACKEND_RUNNERS[backend](todo, done, n_jobs, scheduler)
+        if todo:
+            _BACKEND_RUNNERS[backend](todo, done, n_jobs, scheduler)
     finally:
         bar.close()
     report = write_report(read_results(out), out)

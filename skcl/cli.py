@@ -1,10 +1,17 @@
 """The ``skcl`` command (also ``python -m skcl``).
 
-``skcl list`` names the estimators and streams; ``skcl run`` trains one
-estimator over one stream and prints its accuracy matrix and metrics;
+``skcl list`` names the estimators (:mod:`skcl.registry`) and streams;
+``skcl run`` trains one estimator over one stream (a named one, or one built
+from a CSV, Parquet or ``.npz`` file by :mod:`skcl.tabular`) and prints its
+accuracy matrix and metrics;
 ``skcl demo`` runs a few estimators over split-digits side by side;
 ``skcl bench`` runs a grid of estimators, streams, scenarios and seeds and
 writes a report (:mod:`skcl.bench`).
+
+A user's mistake (an unknown name, a parameter the estimator rejects, a
+device it cannot have, an unreadable data file, an unreachable scheduler)
+ends the command with one line, ``skcl: error: ...``, on stderr and exit
+status 2.
 
 Examples
 --------
@@ -23,36 +30,31 @@ import os
 import sys
 from pathlib import Path
 
-import skcl
-from skcl.base import ContinualClassifier
-from skcl.datasets import STREAMS, load_stream
+from sklearn.base import clone
+
+from skcl import registry
+from skcl.datasets import SCENARIOS, STREAMS, TaskStream, load_stream
 from skcl.evaluation import evaluate_stream, format_matrix, format_table, warm_up
+from skcl.tabular import DataError, load_streams
 
-SCENARIOS = ("class", "task", "domain")
 DEMO_ESTIMATORS = ("naive", "cumulative", "joint")
-
-
-def estimators() -> dict[str, type]:
-    """Every public skcl estimator, by short name (``'naive'`` for ``NaiveClassifier``)."""
-    found = {}
-    for name in skcl.__all__:
-        obj = getattr(skcl, name)
-        if isinstance(obj, type) and issubclass(obj, ContinualClassifier) \
-                and obj is not ContinualClassifier:
-            found[name.removesuffix("Classifier").lower()] = obj
-    return found
+#: Rows of the first experience the estimator is tried on before a run.
+_PREFLIGHT_ROWS = 8
 
 
 class _UsageError(Exception):
-    """A one-line error for the user (unknown name, malformed parameter)."""
+    """A one-line error for the user (unknown name, malformed parameter, bad file)."""
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
 
 
 def _lookup_estimator(name: str) -> type:
-    table = estimators()
-    key = name.lower().removesuffix("classifier")
-    if key not in table:
-        raise _UsageError(f"unknown estimator {name!r}; valid: {', '.join(sorted(table))}")
-    return table[key]
+    try:
+        return registry.get(name).load()
+    except registry.UnknownEstimatorError as exc:
+        raise _UsageError(str(exc)) from None
 
 
 def _check_stream(name: str) -> str:
@@ -85,11 +87,50 @@ def _build(name: str, params: dict, seed: int):
     return cls(**{"random_state": seed, **params})
 
 
+def _preflight(estimator, stream: TaskStream) -> None:
+    """Try a clone on a few rows, so that parameters the estimator's checks reject
+    (sklearn's validation, ``hidden_layer_sizes``, ``device``) are a user error."""
+    exp = stream[0]
+    rows = slice(0, _PREFLIGHT_ROWS)
+    try:
+        clone(estimator).partial_fit(exp.X_train[rows], exp.y_train[rows], task_id=exp.task_id)
+    except (ValueError, TypeError) as exc:
+        raise _UsageError(f"{type(estimator).__name__}: {_one_line(exc)}") from None
+
+
+def _check_output(path: str | None, option: str) -> None:
+    if path is not None and not Path(path).resolve().parent.is_dir():
+        raise _UsageError(f"{option} {path}: folder {Path(path).parent} does not exist")
+
+
+def _data_streams(args) -> list[TaskStream]:
+    """The streams ``--data`` and its options ask for."""
+    try:
+        return load_streams(args.data, target=args.target, task_column=args.task_column,
+                            classes_per_task=args.classes_per_task, permuted=args.permuted,
+                            drop=_csv(args.drop or ""), impute=args.impute,
+                            random_state=args.split_seed)
+    except DataError as exc:
+        raise _UsageError(_one_line(exc)) from None
+
+
+#: The options that cut a --data file into a stream, one stream each.
+_STREAM_OPTIONS = ("task_column", "classes_per_task", "permuted")
+
+
+def _data_options_given(args) -> bool:
+    """Whether an option that only makes sense with ``--data`` was given."""
+    return args.impute or any(getattr(args, option) is not None
+                              for option in ("target", "drop", *_STREAM_OPTIONS))
+
+
 def _cmd_list(args) -> int:
     print("estimators:")
-    for short, cls in sorted(estimators().items()):
+    for entry in registry.ENTRIES:
+        cls = entry.load()
         summary = (cls.__doc__ or "").strip().splitlines()[0]
-        print(f"  {short:14s} {cls.__name__:28s} {summary}")
+        aliases = f" (also: {', '.join(entry.aliases)})" if entry.aliases else ""
+        print(f"  {entry.name:14s} {cls.__name__:28s} {summary}{aliases}")
     print("streams:")
     for name, loader in sorted(STREAMS.items()):
         stream = loader()
@@ -99,19 +140,35 @@ def _cmd_list(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    stream_name = _check_stream(args.stream)
+    if (args.stream is None) == (args.data is None):
+        raise _UsageError("give one of --stream NAME and --data FILE")
+    if args.data is None and _data_options_given(args):
+        raise _UsageError("--target, --task-column, --classes-per-task, --permuted, --drop "
+                          "and --impute go with --data FILE")
+    if args.data is not None and sum(getattr(args, o) is not None for o in _STREAM_OPTIONS) != 1:
+        raise _UsageError("--data needs one of --task-column COLUMN, --classes-per-task K and "
+                          "--permuted N")
+    if args.epochs is not None and args.epochs < 1:
+        raise _UsageError(f"--epochs must be a positive integer, got {args.epochs}")
+    _check_output(args.json, "--json")
+    _check_output(args.plot, "--plot")
     estimator = _build(args.estimator, _parse_params(args.param), args.seed)
-    stream = load_stream(stream_name)
+    stream = load_stream(_check_stream(args.stream)) if args.data is None else \
+        _data_streams(args)[0]
+    _preflight(estimator, stream)
     result = evaluate_stream(estimator, stream, scenario=args.scenario, epochs=args.epochs,
                              verbose=0 if args.quiet else 1)
     if not args.quiet:
         print(format_matrix(result))
         print()
         print(format_table([result]))
-    if args.json:
-        result.to_json(args.json)
-    if args.plot:
-        result.plot(args.plot)
+    try:
+        if args.json:
+            result.to_json(args.json)
+        if args.plot:
+            result.plot(args.plot)
+    except OSError as exc:
+        raise _UsageError(f"cannot write {exc.filename or args.json}: {exc.strerror}") from None
     return 0
 
 
@@ -150,13 +207,17 @@ def _cmd_bench(args) -> int:
         seeds = [int(s) for s in _csv(args.seeds)]
     except ValueError:
         raise _UsageError(f"--seeds takes comma-separated integers, got {args.seeds!r}") from None
-    if args.data is None and (args.classes_per_task is not None or args.permuted is not None):
-        raise _UsageError("--classes-per-task and --permuted go with --data FILE.npz")
+    if args.data is None and _data_options_given(args):
+        raise _UsageError("--classes-per-task and --permuted go with --data FILE (so do "
+                          "--target, --task-column, --drop and --impute)")
+    if args.data and all(getattr(args, o) is None for o in _STREAM_OPTIONS):
+        raise _UsageError("--data needs --task-column COLUMN, --classes-per-task K, "
+                          "--permuted N or several of them")
     default_streams = [] if args.data else list(bench.DEFAULT_STREAMS)
     streams = default_streams if args.streams is None else _csv(args.streams)
+    if args.data:
+        streams += _data_streams(args)
     try:
-        if args.data:
-            streams += bench.load_npz_streams(args.data, args.classes_per_task, args.permuted)
         run = bench.run_bench(
             estimators="all" if args.estimators.strip() == "all" else _csv(args.estimators),
             streams=streams, scenarios=_csv(args.scenarios), seeds=seeds, epochs=args.epochs,
@@ -168,6 +229,8 @@ def _cmd_bench(args) -> int:
         )
     except bench.BenchError as exc:
         raise _UsageError(str(exc)) from None
+    except OSError as exc:
+        raise _UsageError(f"cannot write into {args.out}: {_one_line(exc)}") from None
     except KeyboardInterrupt:
         print(f"skcl bench: interrupted; finished cells are kept in "
               f"{Path(args.out) / bench.RESULTS_FILE}; run the same command to resume",
@@ -179,6 +242,33 @@ def _cmd_bench(args) -> int:
     return 1 if run.failed else 0
 
 
+def _add_data_options(parser: argparse.ArgumentParser, many: bool) -> None:
+    """``--data`` and how to make streams of it (rules: :mod:`skcl.tabular`)."""
+    which = "one of " if not many else "any of "
+    parser.add_argument("--data", metavar="FILE",
+                        help="your own data: .csv, .csv.gz, .parquet (needs pyarrow) or .npz "
+                             f"(arrays X and y), with {which}--task-column, --classes-per-task, "
+                             "--permuted")
+    parser.add_argument("--target", metavar="COLUMN",
+                        help="with --data: the label column (.npz: the label array, default y)")
+    parser.add_argument("--task-column", metavar="COLUMN",
+                        help="with --data: one experience per value of this column, in sorted "
+                             "order")
+    parser.add_argument("--classes-per-task", type=int, metavar="K",
+                        help="with --data: a split stream of K classes per experience")
+    parser.add_argument("--permuted", type=int, metavar="N",
+                        help="with --data: a permuted stream of N experiences")
+    parser.add_argument("--drop", metavar="COLUMNS",
+                        help="with --data: comma-separated columns to leave out (ids, free text)")
+    parser.add_argument("--impute", action="store_true",
+                        help="with --data: fill missing numbers with the training median and "
+                             "leave missing categories unset (default: missing values are an "
+                             "error naming the column)")
+    parser.add_argument("--split-seed", type=int, default=0, metavar="SEED",
+                        help="with --data: seed of the stratified 70/30 train/test split "
+                             "(default: %(default)s)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="skcl", description="Continual learning that speaks "
                                      "scikit-learn.")
@@ -187,7 +277,8 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="train one estimator over one stream")
     run.add_argument("--estimator", required=True, help="short or class name (see `skcl list`)")
-    run.add_argument("--stream", required=True, help="stream name (see `skcl list`)")
+    run.add_argument("--stream", help="stream name (see `skcl list`); or --data")
+    _add_data_options(run, many=False)
     run.add_argument("--scenario", choices=SCENARIOS, default=None,
                      help="default: the stream's own scenario")
     run.add_argument("--epochs", type=int, default=None,
@@ -216,11 +307,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--streams", default=None,
                        help="comma-separated stream names (default: split-digits,"
                             "permuted-digits, or none with --data)")
-    bench.add_argument("--data", metavar="FILE.npz", help="your own arrays X and y as streams")
-    bench.add_argument("--classes-per-task", type=int, metavar="K",
-                       help="with --data: a split stream of K classes per experience")
-    bench.add_argument("--permuted", type=int, metavar="N",
-                       help="with --data: a permuted stream of N experiences")
+    _add_data_options(bench, many=True)
     bench.add_argument("--scenarios", default="class,task",
                        help="comma-separated; the no-task-id scenario is 'domain' on streams "
                             "whose experiences share their classes, 'class' otherwise "

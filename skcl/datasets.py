@@ -3,8 +3,10 @@
 A :class:`TaskStream` is an ordered sequence of :class:`Experience` objects,
 each with its own train and test arrays. Any ``(X, y)`` arrays become a stream
 of disjoint classes (:func:`make_split_stream`), of feature permutations
-(:func:`make_permuted_stream`) or of image rotations
-(:func:`make_rotated_stream`). The protocol's streams (``PROTOCOL.md``),
+(:func:`make_permuted_stream`), of image rotations
+(:func:`make_rotated_stream`) or of a task label per sample
+(:func:`make_task_stream`); :mod:`skcl.tabular` reads them from CSV,
+Parquet and ``.npz`` files. The protocol's streams (``PROTOCOL.md``),
 built on scikit-learn's bundled digits, are listed in :data:`STREAMS`;
 :func:`load_mnist_idx` reads MNIST-format files.
 
@@ -30,7 +32,7 @@ from skcl.idx import load_idx, load_mnist_idx
 __all__ = [
     "STREAMS", "Experience", "TaskStream", "load_idx", "load_mnist_idx", "load_permuted_digits",
     "load_split_digits", "load_stream", "make_permuted_stream", "make_rotated_stream",
-    "make_split_stream",
+    "make_split_stream", "make_task_stream",
 ]
 
 SCENARIOS = ("class", "task", "domain")
@@ -203,9 +205,57 @@ def _positive_int(value, name: str) -> int:
     return int(value)
 
 
-def _split(X, y, test_size, random_state):
-    """Stratified train/test split of the whole data set."""
-    return train_test_split(X, y, test_size=test_size, random_state=random_state, stratify=y)
+def _split_indices(
+    y: np.ndarray, test_size, random_state, task: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices of a stratified train/test split (in ``train_test_split``'s order).
+
+    Without ``task`` the whole data set is split at once; with it, the rows of
+    each task value are split on their own, stratified by class, with the same seed.
+    """
+    if task is None:
+        return train_test_split(np.arange(len(y)), test_size=test_size,
+                                random_state=random_state, stratify=y)
+    parts = [
+        train_test_split(rows, test_size=test_size, random_state=random_state, stratify=y[rows])
+        for rows in (np.flatnonzero(task == value) for value in np.unique(task))
+    ]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def _class_experiences(X, y, train, test, groups) -> list[Experience]:
+    """Experience ``t``: the train and test rows whose class is in ``groups[t]``."""
+    X_train, y_train, X_test, y_test = X[train], y[train], X[test], y[test]
+    experiences = []
+    for t, labels in enumerate(groups):
+        tr, te = np.isin(y_train, labels), np.isin(y_test, labels)
+        experiences.append(_experience(X_train[tr], y_train[tr], X_test[te], y_test[te], t))
+    return experiences
+
+
+def _permuted_experiences(X, y, train, test, n_experiences: int) -> list[Experience]:
+    """Experience ``t``: every row, features reordered by ``default_rng(t)`` (``t > 0``)."""
+    X_train, y_train, X_test, y_test = X[train], y[train], X[test], y[test]
+    experiences = []
+    for t in range(n_experiences):
+        perm = np.random.default_rng(t).permutation(X.shape[1]) if t else np.arange(X.shape[1])
+        experiences.append(_experience(X_train[:, perm], y_train, X_test[:, perm], y_test, t))
+    return experiences
+
+
+def _task_experiences(X, y, train, test, task) -> list[Experience]:
+    """Experience ``t``: the rows of the ``t``-th smallest task value."""
+    return [
+        _experience(X[tr], y[tr], X[te], y[te], t)
+        for t, (tr, te) in enumerate(
+            (train[task[train] == value], test[task[test] == value]) for value in np.unique(task)
+        )
+    ]
+
+
+def _no_id_scenario(experiences: Sequence[Experience]) -> str:
+    """``'domain'`` when every experience holds the same classes, else ``'class'``."""
+    return "domain" if len({tuple(exp.classes.tolist()) for exp in experiences}) == 1 else "class"
 
 
 def _experience(X_train, y_train, X_test, y_test, task_id: int) -> Experience:
@@ -293,12 +343,10 @@ def make_split_stream(
         raise ValueError(f"default_scenario must be 'class' or 'task': {default_scenario!r}.")
     groups = _resolve_task_classes(np.unique(y), classes_per_task, task_classes)
     keep = np.isin(y, np.concatenate(groups))
-    X_train, X_test, y_train, y_test = _split(X[keep], y[keep], test_size, random_state)
-    experiences = []
-    for t, labels in enumerate(groups):
-        tr, te = np.isin(y_train, labels), np.isin(y_test, labels)
-        experiences.append(_experience(X_train[tr], y_train[tr], X_test[te], y_test[te], t))
-    return TaskStream(experiences, name=name, default_scenario=default_scenario)
+    X, y = X[keep], y[keep]
+    train, test = _split_indices(y, test_size, random_state)
+    return TaskStream(_class_experiences(X, y, train, test, groups), name=name,
+                      default_scenario=default_scenario)
 
 
 def make_permuted_stream(
@@ -342,12 +390,61 @@ def make_permuted_stream(
     """
     X, y = _check_X_y(X, y)
     n_experiences = _positive_int(n_experiences, "n_experiences")
-    X_train, X_test, y_train, y_test = _split(X, y, test_size, random_state)
-    experiences = []
-    for t in range(n_experiences):
-        perm = np.random.default_rng(t).permutation(X.shape[1]) if t else np.arange(X.shape[1])
-        experiences.append(_experience(X_train[:, perm], y_train, X_test[:, perm], y_test, t))
-    return TaskStream(experiences, name=name, default_scenario="domain")
+    train, test = _split_indices(y, test_size, random_state)
+    return TaskStream(_permuted_experiences(X, y, train, test, n_experiences), name=name,
+                      default_scenario="domain")
+
+
+def make_task_stream(
+    X, y, task, test_size: float = 0.3, random_state: int | None = 0, name: str = "tasks",
+) -> TaskStream:
+    """Build a stream from a task label per sample (a period, a site, a subject...).
+
+    Experience ``t`` holds the samples of the ``t``-th smallest value of
+    ``task`` (numbers in numeric order, strings in lexicographic order) and
+    has ``task_id == t``. Each task's samples are split into train and test
+    sets on their own, stratified by class, with ``random_state``: the same
+    seed gives the same split.
+
+    Parameters
+    ----------
+    X, y : array-like of shape (n_samples, n_features) and (n_samples,)
+        Inputs (converted to float32) and labels (integers or strings).
+    task : array-like of shape (n_samples,)
+        Task of each sample (numbers or strings; no missing values).
+    test_size, random_state : float, int or None, default=0.3, 0
+        Size and seed of each task's stratified train/test split.
+    name : str, default="tasks"
+        Name of the stream.
+
+    Returns
+    -------
+    stream : TaskStream
+        Default scenario ``'domain'`` when every task holds the same classes,
+        ``'class'`` otherwise.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skcl.datasets import make_task_stream
+    >>> X = np.arange(16.0).reshape(8, 2)
+    >>> y = np.array([0, 1, 0, 1, 2, 3, 2, 3])
+    >>> stream = make_task_stream(X, y, task=["b"] * 4 + ["a"] * 4, test_size=0.5)
+    >>> [exp.classes.tolist() for exp in stream], stream.default_scenario
+    ([[2, 3], [0, 1]], 'class')
+    """
+    X, y = _check_X_y(X, y)
+    task = np.asarray(task)
+    if task.shape != y.shape:
+        raise ValueError(f"task must hold one value per sample: shape {task.shape}, "
+                         f"expected {y.shape}.")
+    if task.dtype.kind == "f" and not np.isfinite(task).all():
+        raise ValueError("task contains NaN or infinity.")
+    if task.dtype.kind == "O":
+        raise ValueError("task must hold numbers or strings, got Python objects.")
+    train, test = _split_indices(y, test_size, random_state, task=task)
+    experiences = _task_experiences(X, y, train, test, task)
+    return TaskStream(experiences, name=name, default_scenario=_no_id_scenario(experiences))
 
 
 def _rotate(X: np.ndarray, image_shape: tuple[int, ...], angle: float) -> np.ndarray:
@@ -419,7 +516,8 @@ def make_rotated_stream(
     angles = [float(a) for a in angles]
     if not angles or not np.isfinite(angles).all():
         raise ValueError(f"angles must be a non-empty sequence of finite numbers, got {angles}.")
-    X_train, X_test, y_train, y_test = _split(X, y, test_size, random_state)
+    train, test = _split_indices(y, test_size, random_state)
+    X_train, X_test, y_train, y_test = X[train], X[test], y[train], y[test]
     experiences = [
         _experience(_rotate(X_train, image_shape, a), y_train, _rotate(X_test, image_shape, a),
                     y_test, t)

@@ -1,18 +1,21 @@
 """skcl bench: the grid runner, its report, resuming, failures, backends, user data."""
 
 import json
+import socket
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
+from dask import distributed
 from sklearn.datasets import load_digits
 
-from skcl import bench
+from skcl import bench, registry
 from skcl.bench import BenchError, estimator_names, load_settings, run_bench, stream_scenarios
-from skcl.cli import estimators, main
+from skcl.cli import main
 from skcl.datasets import Experience, TaskStream, load_permuted_digits, load_split_digits
 
 TINY = ["--epochs", "1", "--param", "hidden_layer_sizes=(8,)", "--quiet"]
@@ -123,14 +126,41 @@ def test_loky_backend_gives_the_serial_results(tmp_path, serial_R):
     assert {c["id"]: c["R"] for c in run.cells} == serial_R
 
 
-def test_dask_local_cluster_gives_the_serial_results(tmp_path, serial_R):
-    distributed = pytest.importorskip("dask.distributed")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+# dask is imported at the top of this module: without it (it is in the dev extra) these
+# tests fail rather than skip. One in-process worker keeps them quick.
+@pytest.fixture(scope="module")
+def dask_scheduler():
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
                                   dashboard_address=None) as cluster:
-        run = run_bench(["naive", "mlp"], ["split-digits"], ["class"], [0, 1], backend="dask",
-                        scheduler=cluster.scheduler_address, out=tmp_path, **TINY_KW)
+        yield cluster.scheduler_address
+
+
+def test_dask_cluster_gives_the_serial_results(tmp_path, serial_R, dask_scheduler):
+    run = run_bench(["naive", "mlp"], ["split-digits"], ["class"], [0, 1], backend="dask",
+                    scheduler=dask_scheduler, out=tmp_path, **TINY_KW)
     assert {c["id"]: c["R"] for c in run.cells} == serial_R
     assert json.loads((tmp_path / "results.json").read_text())["grid"]["backend"] == "dask"
+
+
+def test_dask_on_a_finished_grid_runs_nothing_and_rewrites_the_report(tmp_path, capsys):
+    argv = ["bench", "--estimators", "naive", "--streams", "split-digits", "--scenarios",
+            "task", "--seeds", "0", "--out", str(tmp_path), *TINY]
+    assert main([*argv, "--backend", "serial"]) == 0
+    (tmp_path / "REPORT.md").unlink()
+    before = _cells(tmp_path)
+    assert main([*argv, "--backend", "dask", "--n-jobs", "1"]) == 0
+    assert _cells(tmp_path) == before
+    assert "## split-digits, task-incremental" in (tmp_path / "REPORT.md").read_text()
+
+
+def test_an_unreachable_scheduler_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(bench, "SCHEDULER_TIMEOUT", 0.5)
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+    argv = ["bench", "--estimators", "naive", "--streams", "split-digits", "--seeds", "0",
+            "--backend", "dask", "--scheduler", address, "--out", str(tmp_path), *TINY]
+    _one_line_error(capsys, argv, f"cannot reach the Dask scheduler at '{address}' within 0.5 s")
 
 
 def test_user_npz_data_split_and_permuted(tmp_path, capsys):
@@ -147,6 +177,31 @@ def test_user_npz_data_split_and_permuted(tmp_path, capsys):
         ("mine-permuted", "domain", 3), ("mine-permuted", "task", 3)]
     report = (tmp_path / "out" / "REPORT.md").read_text()
     assert "- 'class' runs as 'domain' on mine-permuted" in report
+
+
+def test_user_csv_data_by_task_column_and_by_classes(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    digits = load_digits()
+    keep = digits.target < 4
+    table = pd.DataFrame(digits.data[keep][:, 20:28], columns=[f"p{i}" for i in range(8)])
+    table["shade"] = np.where(digits.data[keep][:, 36] > 8, "dark", "light")
+    table["digit"] = digits.target[keep]
+    table["batch"] = rng.choice(["first", "second"], size=len(table))
+    table.loc[::11, "p3"] = np.nan
+    table.to_csv(tmp_path / "digits.csv", index=False)
+    argv = ["bench", "--data", str(tmp_path / "digits.csv"), "--target", "digit",
+            "--task-column", "batch", "--classes-per-task", "2", "--impute", "--estimators",
+            "naive", "--scenarios", "class,task", "--seeds", "0", "--backend", "serial",
+            "--out", str(tmp_path / "out"), *TINY]
+    assert main(argv) == 0
+    cells = _cells(tmp_path / "out")
+    assert [(c["stream"], c["scenario"], len(c["R"])) for c in cells] == [
+        ("digits-tasks", "domain", 2), ("digits-tasks", "task", 2),
+        ("digits-split", "class", 2), ("digits-split", "task", 2)]
+    assert all(c["status"] == "ok" for c in cells)
+    # The same command again: the same streams (split from the same seed), nothing to run.
+    assert main(argv) == 0
+    assert _cells(tmp_path / "out") == cells
 
 
 def test_settings_file_in_bench_methods_format(tmp_path, capsys):
@@ -202,7 +257,13 @@ def test_scenario_rule():
 def test_all_is_every_estimator_on_main_and_the_sklearn_baselines():
     names = estimator_names()
     assert names[:2] == ["naive", "joint"] and names[-2:] == ["sgd", "mlp"]
-    assert set(names) == set(estimators()) | {"sgd", "mlp"}
+    assert names == [*registry.names(), "sgd", "mlp"]
+
+
+def test_a_registry_alias_names_its_estimator_in_the_grid(tmp_path):
+    run = run_bench(["finetune", "ExperienceReplay"], ["split-digits"], ["task"], [0],
+                    backend="serial", out=tmp_path, **TINY_KW)
+    assert [c["estimator"] for c in run.cells] == ["naive", "replay"]
 
 
 @pytest.mark.parametrize("extra, start", [
@@ -214,7 +275,8 @@ def test_all_is_every_estimator_on_main_and_the_sklearn_baselines():
     (["--param", "random_state=3"], "random_state comes from --seeds"),
     (["--permuted", "3"], "--classes-per-task and --permuted go with --data"),
     (["--data", "missing.npz", "--permuted", "2"], "cannot read missing.npz"),
-    (["--data", "x.npz"], "--data needs --classes-per-task K, --permuted N or both"),
+    (["--data", "x.npz"], "--data needs --task-column COLUMN, --classes-per-task K, "),
+    (["--data", "x.csv", "--permuted", "2"], "x.csv: name the label column (--target COLUMN)"),
     (["--scheduler", "tcp://x:1"], "--scheduler is for --backend dask"),
     (["--seeds", "0,a"], "--seeds takes comma-separated integers"),
 ], ids=lambda v: v if isinstance(v, str) else None)

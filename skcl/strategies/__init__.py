@@ -1,40 +1,12 @@
-"""Continual-learning methods, one module per family."""
+"""Continual-learning methods, one module per family.
 
-from skcl.strategies.architectural import MultiHeadClassifier
-from skcl.strategies.baselines import (
-    CumulativeClassifier,
-    EnsembleClassifier,
-    JointClassifier,
-    NaiveClassifier,
-)
-from skcl.strategies.gradient import AGEMClassifier, GEMClassifier
-from skcl.strategies.icarl import ICaRLClassifier
-from skcl.strategies.imm import IMMClassifier
-from skcl.strategies.lwf import LwFClassifier
-from skcl.strategies.regularization import EWCClassifier, MASClassifier, SIClassifier
-from skcl.strategies.replay import (
-    GDumbClassifier,
-    LatentReplayClassifier,
-    MIRClassifier,
-    ReplayClassifier,
-)
+The classes exported here are those of :data:`skcl.registry.ENTRIES`: a new
+estimator is its class in a module of this package and one line there.
+"""
 
-__all__ = [
-    "AGEMClassifier",
-    "CumulativeClassifier",
-    "EWCClassifier",
-    "EnsembleClassifier",
-    "GDumbClassifier",
-    "GEMClassifier",
-    "ICaRLClassifier",
-    "IMMClassifier",
-    "JointClassifier",
-    "LatentReplayClassifier",
-    "LwFClassifier",
-    "MASClassifier",
-    "MIRClassifier",
-    "MultiHeadClassifier",
-    "NaiveClassifier",
-    "ReplayClassifier",
-    "SIClassifier",
-]
+from skcl import registry
+
+_CLASSES = {entry.cls: entry.load() for entry in registry.ENTRIES}
+globals().update(_CLASSES)
+
+__all__ = sorted(_CLASSES)

@@ -245,7 +245,7 @@ def test_dask_backend_gives_the_serial_result(stream):
     serial = StreamGridSearch(SGDClassifier(random_state=0), grid, **kwargs).fit(stream)
     WorkerProbe.workers = []
     with distributed.Client(processes=False, n_workers=2, threads_per_worker=1,
-                            dashboard_address=None) as client:
+                            dashboard_address=":0") as client:
         with joblib.parallel_backend("dask"):
             on_dask = StreamGridSearch(WorkerProbe(random_state=0), grid, **kwargs).fit(stream)
         workers = set(client.scheduler_info()["workers"])

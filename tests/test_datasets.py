@@ -2,13 +2,16 @@
 
 import dataclasses
 import gzip
+import re
 import struct
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
+from skcl import tabular
 from skcl.datasets import (
     STREAMS,
     Experience,
@@ -21,7 +24,9 @@ from skcl.datasets import (
     make_permuted_stream,
     make_rotated_stream,
     make_split_stream,
+    make_task_stream,
 )
+from skcl.tabular import DataError, load_streams
 
 
 @pytest.fixture(scope="module")
@@ -364,3 +369,108 @@ def test_load_mnist_idx_validation(tmp_path):
     floats = _write(tmp_path / "floats", _idx_bytes(np.zeros((2, 2, 2), np.float32)))
     with pytest.raises(ValueError, match="unsigned-byte"):
         load_mnist_idx(floats, labels)
+
+
+# --------------------------------------------------------------------------- task streams
+
+
+def test_task_stream_orders_tasks_and_splits_each_one(digits):
+    X, y = digits
+    task = np.where(y < 5, "early", "late")
+    stream = make_task_stream(X, y, task, test_size=0.25, random_state=3)
+    assert [exp.classes.tolist() for exp in stream] == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
+    assert stream.task_ids == [0, 1] and stream.default_scenario == "class"
+    for exp, value in zip(stream, ("early", "late"), strict=True):
+        n = int((task == value).sum())
+        assert len(exp.y_test) == int(np.ceil(0.25 * n)) and len(exp.y_train) + len(
+            exp.y_test) == n
+    again = make_task_stream(X, y, task, test_size=0.25, random_state=3)
+    other = make_task_stream(X, y, task, test_size=0.25, random_state=4)
+    assert np.array_equal(again[1].X_test, stream[1].X_test)
+    assert not np.array_equal(other[1].X_test, stream[1].X_test)
+    shared = make_task_stream(X, y, np.arange(len(y)) % 3)
+    assert shared.default_scenario == "domain" and len(shared) == 3
+    with pytest.raises(ValueError, match="one value per sample"):
+        make_task_stream(X, y, task[:-1])
+
+
+# --------------------------------------------------------------------------- data files
+
+
+def _write_table(path, frame):
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
+def table():
+    return pd.DataFrame({
+        "size": [1.0, 2.0, 3.0, 4.0, 5.0, np.nan] * 4,
+        "flag": [True, False] * 12,
+        "colour": ["red", "blue", None, "red", "green", "blue"] * 4,
+        "label": ["a", "b"] * 12,
+        "site": ["x"] * 12 + ["y"] * 12,
+    })
+
+
+def test_table_encoding_rules(tmp_path, table):
+    path = _write_table(tmp_path / "t.csv", table)
+    stream, = load_streams(path, target="label", task_column="site", impute=True,
+                           test_size=0.5, random_state=0)
+    assert stream.name == "t-tasks" and stream.task_ids == [0, 1]
+    assert stream.n_features == 5  # size, flag, colour=blue, colour=green, colour=red
+    assert stream[0].y_train.dtype.kind == "U"
+    X_train = np.concatenate([exp.X_train for exp in stream])
+    # Numbers are standardised on the training rows (imputed with their median first).
+    assert np.allclose(X_train[:, :2].mean(axis=0), 0, atol=1e-6)
+    assert np.allclose(X_train[:, :2].std(axis=0), 1, atol=1e-5)
+    # One-hot: each row sets at most one colour; a missing colour sets none.
+    onehot = np.concatenate([X_train, *(exp.X_test for exp in stream)])[:, 2:]
+    assert set(np.unique(onehot)) == {0.0, 1.0} and onehot.sum(axis=1).max() == 1
+    assert (onehot.sum(axis=1) == 0).sum() == 4
+
+
+def test_table_split_is_reproducible_from_the_seed(tmp_path, table):
+    path = _write_table(tmp_path / "t.csv", table)
+    kwargs = dict(target="label", classes_per_task=1, permuted=2, impute=True)
+    first, second = load_streams(path, **kwargs), load_streams(path, **kwargs)
+    other = load_streams(path, **kwargs, random_state=1)
+    assert [s.name for s in first] == ["t-split", "t-permuted"]
+    for a, b in zip(first, second, strict=True):
+        for ea, eb in zip(a, b, strict=True):
+            assert np.array_equal(ea.X_train, eb.X_train) and np.array_equal(ea.X_test, eb.X_test)
+    assert not np.array_equal(first[0][0].X_test, other[0][0].X_test)
+
+
+@pytest.mark.parametrize("change, kwargs, message", [
+    ({}, {}, "column 'size' has 4 missing values; impute them (--impute) or drop"),
+    ({"label": [0.5, 1.0] * 12}, {"impute": True}, "target column 'label' holds continuous"),
+    ({"label": ["a", None] * 12}, {"impute": True}, "target column 'label' has 12 missing"),
+    ({"site": ["x", None] * 12}, {"impute": True}, "task column 'site' has 12 missing values"),
+    ({"colour": [f"c{i}" for i in range(24)]}, {"impute": True, "test_size": 0.1}, None),
+    ({"size": [np.inf] * 24}, {"impute": True}, "column 'size' holds infinite values"),
+    ({}, {"impute": True, "drop": ["nope"]}, "has no column 'nope'"),
+    ({}, {"impute": True, "drop": ["size", "flag", "colour"]}, "no feature column is left"),
+    ({"label": list("abcdefghijklmnopqrstuvwx")}, {"impute": True}, "cannot split the rows"),
+], ids=["missing", "continuous", "target-gap", "task-gap", "categories", "inf", "drop",
+        "no-feature", "singletons"])
+def test_table_errors_name_the_problem(tmp_path, table, monkeypatch, change, kwargs, message):
+    if message is None:  # more text values than MAX_CATEGORIES
+        monkeypatch.setattr(tabular, "MAX_CATEGORIES", 10)
+        message = "text column 'colour' has 20 distinct values in the training rows"
+    path = _write_table(tmp_path / "t.csv", table.assign(**change))
+    with pytest.raises(DataError, match=re.escape(message)):
+        load_streams(path, **{"target": "label", "task_column": "site", **kwargs})
+
+
+def test_npz_names_its_label_and_task_arrays(tmp_path, digits):
+    X, y = digits
+    np.savez(tmp_path / "d.npz", X=X, digit=y, period=y // 5)
+    stream, = load_streams(tmp_path / "d.npz", target="digit", task_column="period")
+    assert stream.name == "d-tasks" and [len(e.classes) for e in stream] == [5, 5]
+    # X is used as it is: the stream is make_task_stream's on the same arrays and seed.
+    for ours, theirs in zip(stream, make_task_stream(X, y, y // 5), strict=True):
+        assert np.array_equal(ours.X_train, theirs.X_train)
+        assert np.array_equal(ours.y_test, theirs.y_test)
+    with pytest.raises(DataError, match=r"d.npz has no array y \(arrays: X, digit, period\)"):
+        load_streams(tmp_path / "d.npz", permuted=2)

@@ -222,6 +222,24 @@ class ContinualPipeline(Pipeline):
             Xt = transformer.transform(Xt)
         return getattr(final, method)(Xt, *y, **params)
 
+    @available_if(_final_estimator_has("_register"))
+    def _register(self, X, y, task_id=0, classes=None):
+        """Register the tasks and classes of ``X, y`` with the final estimator, untrained.
+
+        :func:`skcl.evaluation.evaluate_stream` calls this on copies of the
+        pipeline, so that tasks not trained yet can be scored (forward transfer).
+        Fitted transformers only transform; one not fitted yet (on an untrained
+        copy) is fitted on ``X`` so that the final estimator sees its output width.
+        """
+        Xt = X
+        for _, _, transformer in self._iter(with_final=False, filter_passthrough=True):
+            if _is_fitted(transformer):
+                Xt = transformer.transform(Xt)
+            else:
+                Xt = transformer.fit_transform(Xt, y)
+        self._final_estimator._register(Xt, y, task_id=task_id, classes=classes)
+        return self
+
     def end_task(self):
         """Close the final estimator's open task (see ``ContinualClassifier.end_task``)."""
         end_task = getattr(self._final_estimator, "end_task", None)

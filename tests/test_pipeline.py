@@ -10,6 +10,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from skcl import NaiveClassifier
+from skcl.datasets import load_split_digits
+from skcl.evaluation import evaluate_stream
 from skcl.pipeline import ContinualPipeline, make_pipeline
 
 SMALL = dict(hidden_layer_sizes=(32,), batch_size=16, random_state=0, device="cpu")
@@ -181,3 +183,20 @@ def test_prediction_methods_follow_the_final_estimator(digits):
     assert not hasattr(pipe, "predict_proba")
     assert hasattr(pipe, "decision_function")
     assert not hasattr(ContinualPipeline, "set_predict_request")
+
+
+def test_evaluate_stream_scores_a_pipeline_per_task():
+    stream = load_split_digits()
+    results = {}
+    for scenario in ["task", "class"]:
+        pipe = make_pipeline(StandardScaler(), NaiveClassifier(**SMALL))
+        results[scenario] = evaluate_stream(pipe, stream, scenario=scenario, epochs=1)
+    last = results["task"].R[-1].tolist()
+    trained = make_pipeline(StandardScaler(), NaiveClassifier(**SMALL))
+    for exp in stream:
+        trained.partial_fit(exp.X_train, exp.y_train, task_id=exp.task_id)
+        trained.end_task()
+    assert last == [trained.score(exp.X_test, exp.y_test, task_id=exp.task_id)
+                    for exp in stream]
+    assert results["task"].acc > results["class"].acc + 0.2
+    assert not hasattr(make_pipeline(StandardScaler(), SGDClassifier()), "_register")

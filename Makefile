@@ -10,7 +10,7 @@ TORCH_INDEX ?=
 STAMP := $(VENV)/.skcl-installed
 SOURCES := setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*.hpp csrc/cuda/*.cu csrc/cuda/*.cuh csrc/cuda/*.cpp)
 
-.PHONY: install demo test lint bench bench-overhead bench-kernels clean
+.PHONY: install demo test lint bench bench-overhead bench-kernels clean docs
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,17 @@ bench: $(STAMP)
 	$(VENV)/bin/skcl bench --estimators all --streams split-digits,permuted-digits \
 		--scenarios class,task --seeds 0,1,2 --epochs 5 \
 		--settings benchmarks/bench_methods.py --out $(BENCH_OUT) $(BENCH_ARGS)
+
+# The documentation site (docs/, gallery from examples/), warnings as errors.
+# Installs the `docs` extra without reinstalling skcl. Pages: docs/_build/html/index.html.
+DOCS_STAMP := $(VENV)/.skcl-docs-installed
+$(DOCS_STAMP): $(STAMP) pyproject.toml
+	$(PY) docs/requirements.py > $(VENV)/docs-requirements.txt
+	$(PY) -m pip install -r $(VENV)/docs-requirements.txt
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	$(PY) -m sphinx -b html -W --keep-going -q docs docs/_build/html
 
 bench-overhead: $(STAMP)
 	$(PY) benchmarks/bench_overhead.py

@@ -77,7 +77,8 @@ def test_gem_cuda_equals_quadprog(t, P):
 def test_gem_cuda_passthrough_and_errors():
     G = torch.rand(4, 30, device=CUDA)
     g = torch.rand(30, device=CUDA)
-    assert gem_project(G, g) is g
+    out = gem_project(G, g)
+    assert out is not g and out.device.type == "cuda" and torch.equal(out, g)
     bad = g.clone()
     bad[3] = float("inf")
     with pytest.raises(ValueError):
@@ -97,7 +98,10 @@ def test_agem_cuda():
     got = agem_project(torch.from_numpy(g).to(CUDA), torch.from_numpy(r).to(CUDA))
     assert_close_rel(got.cpu().numpy(), agem_project(g, r), 1e-5)
     h = torch.from_numpy(np.abs(g)).to(CUDA)
-    assert agem_project(h, torch.from_numpy(np.abs(r)).to(CUDA)) is h
+    out = agem_project(h, torch.from_numpy(np.abs(r)).to(CUDA))
+    assert out is not h and torch.equal(out, h)
+    tiny = agem_project(-torch.ones(32, device=CUDA), torch.full((32,), 1e-23, device=CUDA))
+    assert tiny.abs().max().item() <= 1e-6
 
 
 @pytest.mark.parametrize("make", [mlp, conv_net])
@@ -132,3 +136,30 @@ def test_accumulate_cuda(B, O, I, mode):
     ref = 1.0 + op(D.double()).t() @ op(A.double())
     assert_close_rel(C.cpu().numpy(), ref.cpu().numpy(), 1e-5)
     assert_close_rel(out.cpu().numpy(), op(D.double()).sum(0).cpu().numpy(), 1e-5)
+
+
+def test_accumulate_cuda_rejects_half_and_non_contiguous_operands():
+    C = torch.zeros(3, 4, device=CUDA)
+    D, A = torch.randn(5, 3, device=CUDA), torch.randn(5, 4, device=CUDA)
+    with pytest.raises(TypeError, match="float32"):
+        _fisher._accumulate_outer(D, A.half(), C, "square")
+    with pytest.raises(ValueError, match="contiguous"):
+        _fisher._accumulate_outer(D, torch.randn(4, 5, device=CUDA).T, C, "square")
+    with pytest.raises(ValueError, match="cpu"):
+        _fisher._accumulate_outer(D, A.cpu(), C, "square")
+    with pytest.raises(TypeError, match="float32"):
+        _fisher._accumulate_rows(D.half(), torch.zeros(3, device=CUDA), "square")
+
+
+def test_fisher_cuda_under_autocast_is_close_to_float32():
+    torch.manual_seed(5)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)
+    ).to(CUDA)
+    X, y = torch.randn(40, 6, device=CUDA), torch.randint(0, 3, (40,), device=CUDA)
+    exact = fisher_diagonal(model, X, y)
+    with torch.autocast("cuda", dtype=torch.float16):
+        mixed = fisher_diagonal(model, X, y)
+    for name, value in exact.items():
+        assert mixed[name].dtype == torch.float32
+        assert_close_rel(mixed[name].cpu().numpy(), value.cpu().numpy(), 0.05)

@@ -239,7 +239,7 @@ def check_same_kind(labels, known: np.ndarray | None, name: str = "labels") -> N
     >>> check_same_kind([0, 1, 1], np.array(["a", "b"]), name="y")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: y holds numbers [0, 1], but the classes known so far are strings ['a', 'b']: ...
+    ValueError: y holds numbers [0, 1], but the classes are strings: ['a', 'b']; ...
     """
     labels = np.asarray(labels)
     if labels.size == 0:
@@ -255,8 +255,8 @@ def check_same_kind(labels, known: np.ndarray | None, name: str = "labels") -> N
     known_kind = _label_kind(np.asarray(known))
     if kind != known_kind:
         raise ValueError(
-            f"{name} holds {kind} {_preview(labels)}, but the classes known so far are "
-            f"{known_kind} {_preview(known)}: labels must not mix numbers and strings"
+            f"{name} holds {kind} {_preview(labels)}, but the classes are {known_kind}: "
+            f"{_preview(known)}; labels must not mix numbers and strings"
         )
 
 

@@ -141,7 +141,7 @@ def test_same_kind_message_names_the_labels_and_the_known_classes():
         check_same_kind(np.array([1, 0, 1]), np.array(["a", "b"]), name="y")
     message = str(info.value)
     assert "y holds numbers [1, 0]" in message
-    assert "strings ['a', 'b']" in message
+    assert "but the classes are strings: ['a', 'b']" in message
     assert "mix numbers and strings" in message
 
 

@@ -14,20 +14,62 @@ import torch
 
 from skcl._validation import is_numeric_labels
 
+SHARED = -1
 
-class OutputUnitsMixin:
-    """Bookkeeping of classes, tasks and output units, mixed into ContinualClassifier."""
 
-    def _check_classes(self, labels: np.ndarray, classes) -> np.ndarray | None:
+class OutputUnits:
+    """The classes seen, the tasks that showed them, and the output unit of each label.
+
+    An estimator holds one (``output_units_``) and asks it which units a
+    task's labels need, which unit a label is, and how unit scores become
+    class scores. It never touches the network: the estimator adds the units
+    it is told to.
+
+    Parameters
+    ----------
+    per_task : bool
+        One unit per (task, class) pair (per-task heads) instead of one per class.
+    device : torch.device, default=cpu
+        Where the unit/class maps live (the network's device).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skcl._units import OutputUnits
+    >>> units = OutputUnits(per_task=False)
+    >>> units.check(np.array([3, 1]), None)
+    >>> units.add_task(0, np.array([1, 3]), None)
+    (-1, 2)
+    >>> units.encode(0, np.array([1, 3]), np.array([1, 0, 1])).tolist()
+    [1, 0, 1]
+    >>> units.classes.tolist()
+    [1, 3]
+    """
+
+    def __init__(self, per_task: bool, device: torch.device | None = None):
+        self.per_task = per_task
+        self.device = torch.device("cpu") if device is None else device
+        self.classes: np.ndarray | None = None
+        self.fixed = False
+        self.task_classes: dict[int, np.ndarray] = {}
+        self.tasks: list[int] = []
+        self.unit: dict[tuple[int, object], int] = {}
+        self.labels: list = []
+        self.unit_class: torch.Tensor | None = None
+        self.class_unit: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def key(self, task: int) -> int:
+        """The head a task's units live in: the task itself, or the shared head."""
+        return task if self.per_task else SHARED
+
+    def check(self, labels: np.ndarray, classes: np.ndarray | None) -> None:
         """Raise ``ValueError`` if a call's labels or ``classes`` conflict with the classes
-        known so far; change nothing.
-
-        Returns ``classes`` sorted and unique (``None`` when not given).
-        """
-        known = getattr(self, "classes_", None)
-        fixed = self._fixed_classes_
+        known so far; change nothing. ``classes`` is sorted and unique."""
+        known, fixed = self.classes, self.fixed
         if classes is not None:
-            classes = np.unique(np.asarray(classes))
             if fixed and not np.array_equal(classes, known):
                 raise ValueError(
                     f"classes={classes.tolist()!r} is not the class set fixed on an earlier "
@@ -38,89 +80,90 @@ class OutputUnitsMixin:
                     f"classes={classes.tolist()!r} misses classes already seen: "
                     f"{np.setdiff1d(known, classes).tolist()!r}"
                 )
-            _check_same_kind(classes, known)
+            _check_same_kind(classes, known, "classes")
             known = classes if known is None else np.unique(np.concatenate([known, classes]))
             fixed = True
-        if not fixed:
-            _check_same_kind(labels, known)
-            return classes
-        _check_same_kind(labels[:0], known)
-        unseen = np.setdiff1d(labels, known)
-        if unseen.size:
-            raise ValueError(
-                f"y contains classes outside the fixed class set `classes`: {unseen.tolist()!r}"
-            )
-        return classes
+        _check_same_kind(labels, known, "y")
+        if fixed:
+            unseen = np.setdiff1d(labels, known)
+            if unseen.size:
+                raise ValueError(
+                    f"y contains classes outside the fixed class set `classes`: "
+                    f"{unseen.tolist()!r}"
+                )
 
-    def _grow_classes(self, labels: np.ndarray, classes: np.ndarray | None) -> None:
-        """Add a task's labels to ``classes_`` or, given ``classes``, fix the class set.
+    def add_task(self, task: int, labels: np.ndarray,
+                 classes: np.ndarray | None) -> tuple[int, int]:
+        """Record that ``task`` shows ``labels`` (sorted, unique; checked by :meth:`check`).
 
-        The inputs were checked by :meth:`_check_classes`.
+        Given ``classes``, the class set becomes fixed. Returns ``(key, n_new)``:
+        the head and number of output units the network must append.
         """
         if classes is not None:
-            self._fixed_classes_ = True
+            self.fixed = True
             self._add_classes(classes)
-        if not self._fixed_classes_:
+        if not self.fixed:
             self._add_classes(labels)
-
-    def _add_classes(self, labels: np.ndarray) -> None:
-        known = getattr(self, "classes_", None)
-        if known is None:
-            self.classes_ = labels
-            return
-        _check_same_kind(labels, known)
-        self.classes_ = np.unique(np.concatenate([known, labels]))
-
-    def _register_task(self, task: int, labels: np.ndarray) -> bool:
-        """Record that ``task`` shows ``labels`` (sorted, unique); add units for new pairs.
-
-        Returns whether units were added.
-        """
-        if task not in self.task_classes_:
-            self.tasks_seen_.append(task)
-            self.task_classes_[task] = labels
+        if task not in self.task_classes:
+            self.tasks.append(task)
+            self.task_classes[task] = labels
         else:
-            self.task_classes_[task] = np.union1d(self.task_classes_[task], labels)
-        key = task if self._task_specific_units else -1
-        wanted = self.classes_ if self._fixed_classes_ and key == -1 else labels
-        new = [label for label in wanted if (key, label) not in self._units_]
-        if not new:
-            return False
+            self.task_classes[task] = np.union1d(self.task_classes[task], labels)
+        key = self.key(task)
+        wanted = self.classes if self.fixed and key == SHARED else labels
+        new = [label for label in wanted if (key, label) not in self.unit]
         for label in new:
-            self._units_[(key, label)] = len(self._unit_labels_)
-            self._unit_labels_.append(label)
-        self.network_.add_units(task=key, n_new=len(new), seed=self._next_seed())
-        self._refresh_unit_maps()
-        return True
+            self.unit[(key, label)] = len(self.labels)
+            self.labels.append(label)
+        if new:
+            self._refresh()
+        return key, len(new)
 
-    def _refresh_unit_maps(self) -> None:
-        unit_class = np.searchsorted(self.classes_, np.asarray(self._unit_labels_))
-        self._unit_class_ = torch.from_numpy(unit_class).to(self.device_)
-        one_to_one = len(unit_class) == len(self.classes_)
-        self._class_unit_ = (
-            torch.from_numpy(np.argsort(unit_class)).to(self.device_) if one_to_one else None
-        )
-
-    def _encode(self, task: int, labels: np.ndarray, inverse: np.ndarray) -> np.ndarray:
+    def encode(self, task: int, labels: np.ndarray, inverse: np.ndarray) -> np.ndarray:
         """Unit index of every sample of a task, from its unique labels and their inverse."""
-        key = task if self._task_specific_units else -1
-        mapped = np.array([self._units_[(key, label)] for label in labels], dtype=np.int64)
+        key = self.key(task)
+        mapped = np.array([self.unit[(key, label)] for label in labels], dtype=np.int64)
         return mapped[inverse]
 
-    def _class_scores(self, unit_scores: torch.Tensor) -> torch.Tensor:
-        """Unit scores to class scores: a class scores the max of its units."""
-        if self._class_unit_ is not None:
-            return unit_scores.index_select(1, self._class_unit_)
+    def of(self, label, task: int | None = None) -> int:
+        """The unit of ``label`` (in ``task``'s head when heads are per task)."""
+        return self.unit[(SHARED if task is None else self.key(task), label)]
+
+    def class_scores(self, unit_scores: torch.Tensor) -> torch.Tensor:
+        """Unit scores to class scores (columns following ``classes``): a class scores the
+        max of its units."""
+        unit_class, class_unit = self.unit_class, self.class_unit
+        if unit_class.device != unit_scores.device:
+            unit_class = unit_class.to(unit_scores.device)
+            class_unit = None if class_unit is None else class_unit.to(unit_scores.device)
+        if class_unit is not None:
+            return unit_scores.index_select(1, class_unit)
         n = unit_scores.shape[0]
-        out = unit_scores.new_full((n, len(self.classes_)), float("-inf"))
-        index = self._unit_class_.unsqueeze(0).expand(n, -1)
+        out = unit_scores.new_full((n, len(self.classes)), float("-inf"))
+        index = unit_class.unsqueeze(0).expand(n, -1)
         return out.scatter_reduce(1, index, unit_scores, reduce="amax")
 
+    def _add_classes(self, labels: np.ndarray) -> None:
+        if self.classes is None:
+            self.classes = labels
+        else:
+            self.classes = np.unique(np.concatenate([self.classes, labels]))
 
-def _check_same_kind(labels: np.ndarray, known: np.ndarray | None) -> None:
+    def _refresh(self) -> None:
+        device = self.device
+        unit_class = np.searchsorted(self.classes, np.asarray(self.labels))
+        self.unit_class = torch.from_numpy(unit_class).to(device)
+        one_to_one = len(unit_class) == len(self.classes)
+        self.class_unit = (
+            torch.from_numpy(np.argsort(unit_class)).to(device) if one_to_one else None
+        )
+
+
+def _check_same_kind(labels: np.ndarray, known: np.ndarray | None, name: str) -> None:
     """Labels must be numbers when the known classes are, strings when they are strings."""
     if known is not None and is_numeric_labels(labels) != is_numeric_labels(known):
         raise ValueError(
-            f"labels {labels.tolist()!r} mix numbers and strings with the classes seen "
-            f"so far {known.tolist()!r}"
+            f"{name} holds {'numbers' if is_numeric_labels(labels) else 'strings'} "
+            f"{labels.tolist()!r}, but the classes are "
+            f"{'numbers' if is_numeric_labels(known) else 'strings'}: {known.tolist()!r}"
         )

@@ -2,33 +2,45 @@
 
 :class:`ContinualClassifier` is an sklearn classifier whose ``partial_fit``
 learns the next piece of a stream. A continual-learning method is a subclass
-that overrides a few named hooks of the loop below; it never copies the loop::
+that overrides a few named hooks of the loop below and holds the components
+it needs (:mod:`skcl.components`); it never copies the loop::
 
     partial_fit(X, y, task_id)
-      check every input (a bad call raises and changes nothing)
+      check every input; checkpoint the state (a failing call restores it)
       new task id?  end_task() -> _after_task(old)
-      register the task's classes (new output units)
+      register the task's classes (new output units -> _parameters_changed())
       new task id?  _before_task(new); a fresh optimizer
-      _observe(X, y)                      one epoch of:
-        for each mini-batch:
-          batch = _training_batch(batch)  what is trained on (replay mixes in here)
-          loss  = _loss(network(batch), batch) + _penalty()
+      _observe(samples)                   one epoch of:
+        for each mini-batch (step = Step(epoch, batch, n_batches)):
+          batch  = _training_batch(batch, step)   replay mixes in here
+          logits = _forward(batch, step)          the network call
+          loss   = _loss(logits, batch) + _penalty()
           loss.backward()
-          _after_backward()               gradient projection, masking
+          _after_backward(batch, step)            gradient projection, masking
           optimizer.step()
-          _after_step()                   path integrals, re-masking
-    predict(X, task_id)  ->  _before_predict();  _predict_scores(X, task)
+          _after_step(batch, step)                path integrals, re-masking
+      a non-finite loss anywhere: restore the checkpoint and raise
+    _train_phase(samples, epochs, ...)    a side run with its own optimizer
+    predict(X, task_id)  ->  a frozen float64 view from _scoring_network()
+
+Notification hooks (``_initialize``, ``_before_task``, ``_after_backward``,
+``_after_step``, ``_after_task``, ``_parameters_changed``) cooperate: an
+override calls ``super()``. Value hooks (``_training_batch``, ``_forward``,
+``_loss``, ``_penalty``, ``_observe``, ``_scoring_network``) return what the
+loop uses; an override may extend ``super()``'s value or replace it.
 
 The output layer grows when an unseen class arrives (class-incremental)
 unless ``classes`` fixed the class set on the first call. This departs from
 ``SGDClassifier.partial_fit``, which needs ``classes`` on the first call.
+Predictions are read-only and thread-safe (:mod:`skcl._guard`).
 """
 
 from __future__ import annotations
 
+import copy
 import itertools
 from numbers import Integral, Real
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -40,27 +52,18 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from skcl._units import OutputUnitsMixin
+from skcl._batch import Batch, Step
+from skcl._guard import float64_copy, scoring_view, tensor_versions, training
+from skcl._units import OutputUnits
 from skcl._validation import check_labels, check_task_ids, groups_in_order, resolve_device
 from skcl.nn import SharedHead, make_mlp
+
+__all__ = ["Batch", "ContinualClassifier", "Step"]
 
 _PREDICT_CHUNK = 8192
 
 
-class Batch(NamedTuple):
-    """One mini-batch as the training loop sees it.
-
-    ``y`` holds unit indices (output neurons), ``task`` one task id per sample,
-    ``weight`` per-sample loss weights or ``None`` for unweighted samples.
-    """
-
-    X: torch.Tensor
-    y: torch.Tensor
-    weight: torch.Tensor | None
-    task: torch.Tensor
-
-
-class ContinualClassifier(OutputUnitsMixin, ClassifierMixin, BaseEstimator):
+class ContinualClassifier(ClassifierMixin, BaseEstimator):
     """Neural classifier trained on a stream of tasks by mini-batch SGD.
 
     On its own it is plain fine-tuning; every continual-learning method of
@@ -105,6 +108,15 @@ class ContinualClassifier(OutputUnitsMixin, ClassifierMixin, BaseEstimator):
         The open task, or ``None`` after :meth:`end_task`.
     network_ : torch.nn.Module
         The trained network.
+    output_units_ : OutputUnits
+        Which output unit each (task, class) is.
+
+    Notes
+    -----
+    A call that fails, in its input checks or during training (a diverging
+    loss included), leaves the estimator as it was before the call.
+    Predictions never change the estimator and may run from several threads
+    at once; see :mod:`skcl._guard` for the contract with training.
 
     Examples
     --------
@@ -177,8 +189,8 @@ class ContinualClassifier(OutputUnitsMixin, ClassifierMixin, BaseEstimator):
 
         A task id other than the open task's first closes that task (its
         end-of-task work runs on the network as that task left it), then the new
-        task's classes are added and the task opens. Inputs are checked before
-        anything else: a bad call raises and changes nothing.
+        task's classes are added and the task opens. A call that fails, in its
+        input checks or during training, raises and changes nothing.
 
         Parameters
         ----------
@@ -199,11 +211,12 @@ class ContinualClassifier(OutputUnitsMixin, ClassifierMixin, BaseEstimator):
         -------
         self
         """
-        call = self._check_call(X, y, task_id, classes, sample_weight,
-                                reset=not self.__sklearn_is_fitted__())
-        for i, group in enumerate(call.groups):
-            units = self._enter(group, call.classes if i == 0 else None)
-            self._observe(*call.data.select(group.rows, units))
+        with training(self), self._all_or_nothing():
+            call = self._check_call(X, y, task_id, classes, sample_weight,
+                                    reset=not self.__sklearn_is_fitted__())
+            for i, group in enumerate(call.groups):
+                units = self._enter(group, call.classes if i == 0 else None)
+                self._observe(call.data.select(group.rows, units))
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -224,12 +237,13 @@ class ContinualClassifier(OutputUnitsMixin, ClassifierMixin, BaseEstimator):
         """
         if task_id is None:
             task_id = 0
-        call = self._check_call(X, y, task_id, None, sample_weight, reset=True)
-        for group in call.groups:
-            samples = call.data.select(group.rows, self._enter(group, None))
-            for _ in range(self.max_epochs):
-                self._observe(*samples)
-            self.end_task()
+        with training(self), self._all_or_nothing():
+            call = self._check_call(X, y, task_id, None, sample_weight, reset=True)
+            for group in call.groups:
+                samples = call.data.select(group.rows, self._enter(group, None))
+                for _ in range(self.max_epochs):
+                    self._observe(samples)
+                self.end_task()
         return self
 
     def end_task(self):
@@ -244,10 +258,11 @@ class ContinualClassifier(OutputUnitsMixin, ClassifierMixin, BaseEstimator):
         self
         """
         check_is_fitted(self)
-        if self.current_task_ is not None:
-            task, self.current_task_ = self.current_task_, None
-            self._optimizer_ = None
-            self._after_task(task)
+        with training(self), self._all_or_nothing():
+            if self.current_task_ is not None:
+                task, self.current_task_ = self.current_task_, None
+                self._optimizer_ = None
+                self._after_task(task)
         return self
 
     def decision_function(self, X, task_id=None):
@@ -277,14 +292,26 @@ class ContinualClassifier(OutputUnitsMixin, ClassifierMixin, BaseEstimator):
     def predict(self, X, task_id=None):
         """Predict labels: among all classes seen (class-incremental), or only among
         task ``task_id``'s classes (task-incremental)."""
-        scores = self._scores(X, task_id)
-        return self.classes_[np.argmax(scores, axis=1)]
+        scores, classes = self._scores(X, task_id, with_classes=True)
+        return classes[np.argmax(scores, axis=1)]
 
     def score(self, X, y, task_id=None, sample_weight=None):
         """Accuracy of :meth:`predict` (with ``task_id`` when given)."""
         from sklearn.metrics import accuracy_score
 
         return accuracy_score(y, self.predict(X, task_id=task_id), sample_weight=sample_weight)
+
+    @property
+    def classes_(self) -> np.ndarray:
+        return self.output_units_.classes
+
+    @property
+    def tasks_seen_(self) -> list[int]:
+        return self.output_units_.tasks
+
+    @property
+    def task_classes_(self) -> dict[int, np.ndarray]:
+        return self.output_units_.task_classes
 
     @classmethod
     def _unit_test_params(cls) -> dict:
@@ -310,9 +337,18 @@ class ContinualClassifier(OutputUnitsMixin, ClassifierMixin, BaseEstimator):
     def _before_task(self, task: int) -> None:
         """Work at the start of a task, before its optimizer is made."""
 
-    def _training_batch(self, batch: Batch) -> Batch:
+    def _observe(self, samples: Batch) -> None:
+        """What ``partial_fit`` does with a task's data: one training epoch over it."""
+        self._run_epoch(samples)
+
+    def _training_batch(self, batch: Batch, step: Step) -> Batch:
         """The batch the step trains on; replay methods mix stored samples in here."""
         return batch
+
+    def _forward(self, batch: Batch, step: Step) -> torch.Tensor:
+        """Logits of the training batch: where a slope, a task context or generated
+        weights enter the network call."""
+        return self.network_(batch.X, batch.task)
 
     def _loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Training criterion: (weighted) cross-entropy over the units."""
@@ -324,29 +360,45 @@ class ContinualClassifier(OutputUnitsMixin, ClassifierMixin, BaseEstimator):
         """Regularization term added to the loss (``None`` for none)."""
         return None
 
-    def _after_backward(self) -> None:
+    def _after_backward(self, batch: Batch, step: Step) -> None:
         """Change gradients before the optimizer step (projection, masking)."""
 
-    def _after_step(self) -> None:
+    def _after_step(self, batch: Batch, step: Step) -> None:
         """Work after each optimizer step (path integrals, re-applying masks)."""
 
     def _after_task(self, task: int) -> None:
         """End-of-task work: importances, exemplars, masks, pruning."""
 
-    def _before_predict(self) -> None:
-        """Work before every prediction, after its input checks (GDumb trains lazily here)."""
+    def _parameters_changed(self) -> None:
+        """Parameters were added, replaced or re-scoped: rebuild the optimizer, keeping the
+        state of every parameter that survives (rows added to a parameter start from zero
+        state). An override drops its cached parameter lists, then calls ``super()``."""
+        if self._optimizer_ is not None:
+            self._optimizer_ = self._make_optimizer(carry_from=self._optimizer_)
 
-    def _predict_scores(self, X: torch.Tensor, task: torch.Tensor | None) -> torch.Tensor:
-        """Scores of shape (n, n_classes), columns following ``classes_``."""
-        return self._class_scores(self.network_(X, task))
+    def _replace_network(self, network: nn.Module) -> None:
+        """Swap in another network (a retrained or reset one); an open task's optimizer
+        starts afresh over it."""
+        had_optimizer = self._optimizer_ is not None
+        self.network_, self._optimizer_ = network, None
+        self._parameters_changed()
+        if had_optimizer:
+            self._optimizer_ = self._make_optimizer()
 
-    def _observe(self, X: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None,
-                 task: torch.Tensor) -> None:
-        """What ``partial_fit`` does with a task's data: one training epoch over it."""
-        self._run_epoch(X, y, weight, task)
+    def _scoring_network(self) -> nn.Module:
+        """The module predictions read, mapping ``(x, task)`` to unit scores: a float64
+        copy of what the method predicts with. It must share nothing mutable with the
+        estimator (it is read from other threads while the estimator trains)."""
+        return float64_copy(self.network_)
+
+    def _scoring_key(self) -> tuple:
+        """A fingerprint of what ``_scoring_network`` reads: predictions rebuild their view
+        when it changes (training calls always rebuild it). Extend it with any state the
+        scoring network is built from besides ``network_``."""
+        return tensor_versions(self.network_)
 
     def _make_network(self) -> nn.Module:
-        """The network; it exposes ``add_units(task, n_new, seed)`` and ``forward(x, task)``."""
+        """The network; it follows the contract of :mod:`skcl.nn`."""
         return SharedHead(self._make_trunk, self.n_features_in_)
 
     def _trainable_parameters(self):
@@ -355,41 +407,111 @@ class ContinualClassifier(OutputUnitsMixin, ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ the training loop
 
-    def _run_epoch(self, X: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None,
-                   task: torch.Tensor) -> None:
-        """One epoch of mini-batch SGD over the given (already encoded) samples."""
-        n = X.shape[0]
-        order = torch.from_numpy(self._rng_.permutation(n)).to(X.device)
-        network, optimizer, size = self.network_, self._optimizer_, self.batch_size
+    def _run_epoch(self, samples: Batch) -> None:
+        """One epoch of the task's training over the given (already encoded) samples."""
+        self._epoch(samples, self.network_, self._optimizer_, self._rng_, self._forward, None,
+                    hooks=True, epoch=self._epochs_in_task_)
+        self._epochs_in_task_ += 1
+
+    def _train_phase(self, samples: Batch, epochs: int, parameters=None, loss=None,
+                     forward=None, hooks: bool = False, network: nn.Module | None = None,
+                     rng: np.random.Generator | None = None,
+                     learning_rate: float | None = None) -> None:
+        """A side training run with its own temporary optimizer (the task's is untouched).
+
+        Retraining, compression or a generator's steps: mini-batches of
+        ``batch_size`` over ``samples``, reshuffled each epoch.
+
+        Parameters
+        ----------
+        samples : Batch
+            What to train on.
+        epochs : int
+        parameters : iterable of Parameter, default=None
+            What the run updates; ``None``: ``network``'s parameters if given,
+            else ``_trainable_parameters()``.
+        loss : callable, default=None
+            ``loss(logits, batch) -> Tensor``; ``None``: ``_loss`` plus ``_penalty()``.
+        forward : callable, default=None
+            ``forward(batch, step) -> logits``; ``None``: ``network(batch.X, batch.task)``
+            if ``network`` is given, else ``_forward``.
+        hooks : bool, default=False
+            Whether ``_training_batch``, ``_after_backward`` and ``_after_step`` run.
+        network : torch.nn.Module, default=None
+            Train this module instead of ``network_`` (it is put in training mode).
+        rng : numpy.random.Generator, default=None
+            Shuffle with it instead of the estimator's generator.
+        learning_rate : float, default=None
+            Instead of ``learning_rate``.
+        """
+        if network is None:
+            network, default_params, default_forward = (
+                self.network_, self._trainable_parameters, self._forward)
+        else:
+            default_params = network.parameters
+
+            def default_forward(batch, step):
+                return network(batch.X, batch.task)
+
+        params = list(default_params() if parameters is None else parameters)
+        optimizer = self._new_optimizer(params, learning_rate)
+        for epoch in range(epochs):
+            self._epoch(samples, network, optimizer, self._rng_ if rng is None else rng,
+                        forward or default_forward, loss, hooks, epoch)
+
+    def _epoch(self, samples: Batch, network: nn.Module, optimizer, rng, forward, loss_fn,
+               hooks: bool, epoch: int) -> None:
+        n, size = samples.n, self.batch_size
+        order = torch.from_numpy(rng.permutation(n)).to(samples.X.device)
+        task = samples.task
         # One task for the whole epoch (the usual case): slice a constant instead of indexing.
         single_task = task[:size] if bool((task == task[0]).all()) else None
         network.train()
         starts = range(0, n, size)
         if self.verbose > 0:
             starts = tqdm(starts, desc=f"task {self.current_task_}", unit="batch", leave=False)
-        loss = None
-        for start in starts:
+        finite = None
+        n_batches = -(-n // size)
+        for index, start in enumerate(starts):
+            step = Step(epoch, index, n_batches)
             idx = order[start:start + size]
-            batch = self._training_batch(Batch(
-                X[idx], y[idx], None if weight is None else weight[idx],
-                task[idx] if single_task is None else single_task[:idx.shape[0]],
-            ))
+            batch = Batch(*(None if f is None else f[idx] for f in samples))
+            if single_task is not None:
+                batch = batch._replace(task=single_task[:idx.shape[0]])
+            if hooks:
+                batch = self._training_batch(batch, step)
             optimizer.zero_grad(set_to_none=True)
-            loss = self._loss(network(batch.X, batch.task), batch)
-            penalty = self._penalty()
-            if penalty is not None:
-                loss = loss + penalty
+            logits = forward(batch, step)
+            if loss_fn is None:
+                loss = self._loss(logits, batch)
+                penalty = self._penalty()
+                if penalty is not None:
+                    loss = loss + penalty
+            else:
+                loss = loss_fn(logits, batch)
             loss.backward()
-            self._after_backward()
+            ok = torch.isfinite(loss.detach())
+            finite = ok if finite is None else finite & ok
+            if hooks:
+                self._after_backward(batch, step)
             optimizer.step()
-            self._after_step()
-        if loss is not None and not torch.isfinite(loss.detach()):
+            if hooks:
+                self._after_step(batch, step)
+        if finite is not None and not bool(finite):
+            scale = float(samples.X.abs().max()) if samples.X.numel() else 0.0
             raise FloatingPointError(
-                f"training diverged on task {self.current_task_}: the loss became "
-                f"{loss.item()}. Lower learning_rate or the method's regularization strength."
+                f"training diverged on task {self.current_task_}: the loss became infinite or "
+                f"NaN. Likely causes: inputs on a large scale (max |X| = {scale:.3g}; "
+                f"standardize them), sample weights too large, learning_rate="
+                f"{self.learning_rate} too high, or the method's strength. The estimator "
+                "was left as it was before this call."
             )
 
     # ------------------------------------------------------------------ internals
+
+    def _all_or_nothing(self):
+        """A context that restores the estimator's state if the block raises."""
+        return _Checkpoint(self)
 
     def _make_trunk(self) -> nn.Module:
         if self.backbone is not None:
@@ -417,35 +539,35 @@ class ContinualClassifier(OutputUnitsMixin, ClassifierMixin, BaseEstimator):
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
         self._rng_ = np.random.default_rng(seed)
         self.device_ = resolve_device(self.device)
-        self.tasks_seen_: list[int] = []
-        self.task_classes_: dict[int, np.ndarray] = {}
+        self.output_units_ = OutputUnits(self._task_specific_units, self.device_)
         self.current_task_: int | None = None
-        self._fixed_classes_ = False
-        self._units_: dict[tuple[int, Any], int] = {}
-        self._unit_labels_: list = []
         self._optimizer_ = None
+        self._optimizer_names_: list[str] = []
+        self._epochs_in_task_ = 0
 
     def _build(self) -> None:
         self.network_ = self._fresh_network()
         self._initialize()
 
-    def _fresh_network(self) -> nn.Module:
-        """A newly initialised network with the output units registered so far."""
+    def _fresh_network(self, rng: np.random.Generator | None = None) -> nn.Module:
+        """A newly initialised network with the output units registered so far, seeded
+        from ``rng`` (the estimator's generator by default)."""
+        rng = self._rng_ if rng is None else rng
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self._next_seed())
+            torch.manual_seed(int(rng.integers(2**62)))
             network = self._make_network().to(self.device_)
-        keys = sorted(self._units_, key=self._units_.get)
+        units = self.output_units_
+        keys = sorted(units.unit, key=units.unit.get)
         for key, run in itertools.groupby(k for k, _ in keys):
-            network.add_units(task=key, n_new=len(list(run)), seed=self._next_seed())
+            network.add_units(task=key, n_new=len(list(run)), seed=int(rng.integers(2**62)))
         return network
 
     def _check_call(self, X, y, task_id, classes, sample_weight, reset) -> _Call:
         """Check a call's inputs and move its data to the device.
 
-        Without ``reset``, a bad input raises before anything changes, the open
-        task included. With ``reset`` the estimator starts afresh: its state is
-        cleared first (a bad call leaves it unfitted) and the network is built
-        once the inputs have passed.
+        With ``reset`` the estimator starts afresh (the caller's checkpoint
+        restores it if a check fails) and the network is built once the inputs
+        have passed.
         """
         if reset:
             self._reset()
@@ -463,7 +585,9 @@ class ContinualClassifier(OutputUnitsMixin, ClassifierMixin, BaseEstimator):
         ]
         labels = groups[0].labels if len(groups) == 1 else np.unique(np.concatenate(
             [g.labels for g in groups]))
-        classes = self._check_classes(labels, classes)
+        if classes is not None:
+            classes = np.unique(np.asarray(classes))
+        self.output_units_.check(labels, classes)
         if reset:
             self._build()
         device = self.device_
@@ -487,13 +611,13 @@ class ContinualClassifier(OutputUnitsMixin, ClassifierMixin, BaseEstimator):
         """
         if self.current_task_ is not None and self.current_task_ != group.task:
             self.end_task()
-        self._grow_classes(group.labels, classes)
-        added = self._register_task(group.task, group.labels)
+        key, n_new = self.output_units_.add_task(group.task, group.labels, classes)
+        if n_new:
+            self.network_.add_units(task=key, n_new=n_new, seed=self._next_seed())
+            self._parameters_changed()
         if open_task and self.current_task_ != group.task:
             self._open_task(group.task)
-        elif added and self._optimizer_ is not None:
-            self._optimizer_ = self._make_optimizer(carry_from=self._optimizer_)
-        units = self._encode(group.task, group.labels, group.inverse)
+        units = self.output_units_.encode(group.task, group.labels, group.inverse)
         return torch.from_numpy(units).to(self.device_)
 
     def _register(self, X, y, task_id=0, classes=None):
@@ -503,22 +627,35 @@ class ContinualClassifier(OutputUnitsMixin, ClassifierMixin, BaseEstimator):
         transfer. As in ``partial_fit``, an open task with another id is closed
         first; no task is opened.
         """
-        call = self._check_call(X, y, task_id, classes, None,
-                                reset=not self.__sklearn_is_fitted__())
-        for i, group in enumerate(call.groups):
-            self._enter(group, call.classes if i == 0 else None, open_task=False)
+        with training(self), self._all_or_nothing():
+            call = self._check_call(X, y, task_id, classes, None,
+                                    reset=not self.__sklearn_is_fitted__())
+            for i, group in enumerate(call.groups):
+                self._enter(group, call.classes if i == 0 else None, open_task=False)
         return self
 
-    def _make_optimizer(self, carry_from: torch.optim.Optimizer | None = None):
-        params = [p for p in self._trainable_parameters() if p.requires_grad]
+    def _new_optimizer(self, params: list, learning_rate: float | None = None):
+        lr = self.learning_rate if learning_rate is None else learning_rate
+        params = [p for p in params if p.requires_grad]
         if self.optimizer == "adam":
-            optimizer = torch.optim.Adam(params, lr=self.learning_rate)
-        else:
-            optimizer = torch.optim.SGD(params, lr=self.learning_rate, momentum=self.momentum)
+            return torch.optim.Adam(params, lr=lr)
+        return torch.optim.SGD(params, lr=lr, momentum=self.momentum)
+
+    def _make_optimizer(self, carry_from: torch.optim.Optimizer | None = None):
+        """The task's optimizer over ``_trainable_parameters()``; with ``carry_from``, each
+        parameter keeps its state there, found by name (grown rows start from zero)."""
+        names = {id(p): name for name, p in self.network_.named_parameters()}
+        optimizer = self._new_optimizer(list(self._trainable_parameters()))
+        params = optimizer.param_groups[0]["params"]
         if carry_from is not None:
+            old = carry_from.param_groups[0]["params"]
+            by_name = {name: carry_from.state[p] for name, p in
+                       zip(self._optimizer_names_, old, strict=True) if p in carry_from.state}
             for p in params:
-                if p in carry_from.state:
-                    optimizer.state[p] = carry_from.state[p]
+                state = by_name.get(names.get(id(p)))
+                if state is not None:
+                    optimizer.state[p] = {k: _grown(v, p) for k, v in state.items()}
+        self._optimizer_names_ = [names.get(id(p), "") for p in params]
         return optimizer
 
     def _open_task(self, task: int) -> None:
@@ -529,38 +666,88 @@ class ContinualClassifier(OutputUnitsMixin, ClassifierMixin, BaseEstimator):
         if self.current_task_ is not None:
             self.end_task()
         self.current_task_ = task
+        self._epochs_in_task_ = 0
         self._before_task(task)
         self._optimizer_ = self._make_optimizer()
 
-    def _scores(self, X, task_id) -> np.ndarray:
+    def _scoring_view(self) -> _View:
+        return _View(self._scoring_network(), copy.deepcopy(self.output_units_))
+
+    def _scores(self, X, task_id, with_classes: bool = False):
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=np.float32)
         task_ids = check_task_ids(task_id, X.shape[0], allow_none=True)
+        view = scoring_view(self, self._scoring_view, self._scoring_key)
+        units = view.units
         if task_ids is not None:
-            unknown = np.setdiff1d(task_ids, self.tasks_seen_)
+            unknown = np.setdiff1d(task_ids, units.tasks)
             if unknown.size:
                 raise ValueError(
-                    f"task_id {unknown.tolist()} was never seen; tasks seen: {self.tasks_seen_}"
+                    f"task_id {unknown.tolist()} was never seen; tasks seen: {units.tasks}"
                 )
-        self._before_predict()
-        X_t = _as_tensor(X, self.device_)
+        X_t = torch.from_numpy(np.asarray(X, dtype=np.float64)).to(self.device_)
         tasks_t = None if task_ids is None else torch.from_numpy(task_ids).to(self.device_)
-        self.network_.eval()
         chunks = []
         with torch.no_grad():
             for start in range(0, X_t.shape[0], _PREDICT_CHUNK):
                 stop = start + _PREDICT_CHUNK
                 task_chunk = None if tasks_t is None else tasks_t[start:stop]
-                chunks.append(self._predict_scores(X_t[start:stop], task_chunk))
+                chunks.append(units.class_scores(view.network(X_t[start:stop], task_chunk)))
         scores = torch.cat(chunks).double().cpu().numpy()
         if task_ids is not None:
             for task, rows in groups_in_order(task_ids):
-                outside = ~np.isin(self.classes_, self.task_classes_[task])
+                outside = ~np.isin(units.classes, units.task_classes[task])
                 if rows is None:
                     scores[:, outside] = -np.inf
                 else:
                     scores[np.ix_(rows, outside)] = -np.inf
-        return scores
+        return (scores, units.classes) if with_classes else scores
+
+
+class _View(NamedTuple):
+    """What predictions read: the scoring network and a copy of the unit bookkeeping."""
+
+    network: nn.Module
+    units: OutputUnits
+
+
+class _Checkpoint:
+    """Restores an estimator's ``__dict__`` when the block it guards raises.
+
+    Entered once per public call (nested entries do nothing). The copy is a
+    deep copy, so parameters, optimizer state, memories and generators come
+    back exactly as they were.
+    """
+
+    def __init__(self, estimator):
+        self.estimator = estimator
+
+    def __enter__(self):
+        est = self.estimator
+        self.outer = not est.__dict__.get("_in_call", False)
+        if self.outer:
+            self.saved = copy.deepcopy(est.__dict__)
+            est.__dict__["_in_call"] = True
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if not self.outer:
+            return False
+        est = self.estimator
+        if exc_type is not None:
+            est.__dict__.clear()
+            est.__dict__.update(self.saved)
+        est.__dict__.pop("_in_call", None)
+        return False
+
+
+def _grown(value, param: torch.Tensor):
+    """Optimizer state ``value`` padded with zero rows to ``param``'s shape."""
+    if not isinstance(value, torch.Tensor) or value.shape == param.shape or value.dim() == 0:
+        return value
+    pad = torch.zeros((param.shape[0] - value.shape[0], *value.shape[1:]), dtype=value.dtype,
+                      device=value.device)
+    return torch.cat([value, pad])
 
 
 class _Group(NamedTuple):
@@ -580,13 +767,13 @@ class _Data(NamedTuple):
     weight: torch.Tensor | None
     task: torch.Tensor
 
-    def select(self, rows: np.ndarray | None, units: torch.Tensor):
-        """``(X, y, weight, task)`` of the given rows, ``units`` being their encoded labels."""
+    def select(self, rows: np.ndarray | None, units: torch.Tensor) -> Batch:
+        """The given rows as a :class:`Batch`, ``units`` being their encoded labels."""
         if rows is None:
-            return self.X, units, self.weight, self.task
+            return Batch(self.X, units, self.weight, self.task)
         index = torch.from_numpy(rows).to(self.X.device)
         weight = None if self.weight is None else self.weight[index]
-        return self.X[index], units, weight, self.task[index]
+        return Batch(self.X[index], units, weight, self.task[index])
 
 
 class _Call(NamedTuple):

@@ -27,7 +27,7 @@ import torch
 from torch.nn import functional as F
 
 from skcl import kernels
-from skcl.base import Batch
+from skcl._batch import REPLAY, Batch
 
 
 class SampleStore:
@@ -44,9 +44,9 @@ class SampleStore:
     >>> store = SampleStore()
     >>> X, y = torch.ones(4, 2), torch.zeros(4, dtype=torch.long)
     >>> t = torch.zeros(4, dtype=torch.long)
-    >>> store.add(X, y, None, t)
+    >>> store.add(Batch(X, y, None, t))
     True
-    >>> store.add(X, y, None, t)
+    >>> store.add(Batch(X, y, None, t))
     False
     >>> len(store)
     4
@@ -60,35 +60,25 @@ class SampleStore:
     def __len__(self) -> int:
         return sum(part[0].shape[0] for part in self._parts)
 
-    def add(self, X: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None,
-            task: torch.Tensor) -> bool:
+    def add(self, batch: Batch) -> bool:
         """Store a call's samples unless the very same call was stored before.
 
         Returns
         -------
         stored : bool
         """
-        key = batch_digest(Batch(X, y, weight, task))
+        key = batch_digest(batch)
         if key in self._digests:
             return False
         self._digests.add(key)
-        self._parts.append((X, y, weight, task))
+        self._parts.append(batch)
         self._cache = None
         return True
 
-    def tensors(self):
-        """``(X, y, weight, task)`` of every stored sample (``weight`` ``None`` if none had any)."""
+    def tensors(self) -> Batch:
+        """Every stored sample as one batch (``weight`` ``None`` if none had any)."""
         if self._cache is None:
-            X = torch.cat([p[0] for p in self._parts])
-            y = torch.cat([p[1] for p in self._parts])
-            task = torch.cat([p[3] for p in self._parts])
-            weight = None
-            if any(p[2] is not None for p in self._parts):
-                weight = torch.cat([
-                    torch.ones_like(p[1], dtype=X.dtype) if p[2] is None else p[2]
-                    for p in self._parts
-                ])
-            self._cache = (X, y, weight, task)
+            self._cache = concat_batches(*self._parts)
         return self._cache
 
 
@@ -102,23 +92,32 @@ def batch_digest(batch: Batch) -> str:
 
 
 def concat_batches(*batches: Batch) -> Batch:
-    """Join batches row-wise; ``weight`` is ``None`` unless a batch has weights (others get 1)."""
-    weight = None
-    if any(b.weight is not None for b in batches):
-        weight = torch.cat([
-            torch.ones_like(b.y, dtype=b.X.dtype) if b.weight is None else b.weight
-            for b in batches
-        ])
-    return Batch(torch.cat([b.X for b in batches]), torch.cat([b.y for b in batches]), weight,
-                 torch.cat([b.task for b in batches]))
+    """Join batches row-wise, field by field. ``weight`` is ``None`` unless a batch has
+    weights (the others count 1), ``origin`` unless a batch has one (the others are stream)."""
+    fills = {"weight": lambda b: torch.ones_like(b.y, dtype=b.X.dtype),
+             "origin": lambda b: b.origins()}
+    fields = []
+    for name in Batch._fields:
+        parts = [getattr(b, name) for b in batches]
+        if all(p is None for p in parts):
+            fields.append(None)
+            continue
+        fields.append(torch.cat([fills[name](b) if p is None else p
+                                 for b, p in zip(batches, parts, strict=True)]))
+    return Batch(*fields)
 
 
 def take(batch: Batch, index: torch.Tensor | np.ndarray) -> Batch:
     """The rows ``index`` of a batch."""
     if isinstance(index, np.ndarray):
         index = torch.from_numpy(index).to(batch.X.device)
-    weight = None if batch.weight is None else batch.weight[index]
-    return Batch(batch.X[index], batch.y[index], weight, batch.task[index])
+    return batch.take(index)
+
+
+def as_replay(batch: Batch) -> Batch:
+    """``batch`` with every sample marked as replayed (``origin`` = REPLAY)."""
+    return batch._replace(origin=torch.full((batch.n,), REPLAY, dtype=torch.int8,
+                                            device=batch.X.device))
 
 
 def herding_selection(features: torch.Tensor, m: int) -> torch.Tensor:
@@ -504,6 +503,11 @@ class ExemplarSets:
 
     def __len__(self) -> int:
         return sum(rows.size for rows in self._sets.values())
+
+    def state_key(self) -> tuple:
+        """A fingerprint that changes whenever a set is rebuilt or edited in place."""
+        return tuple((unit, rows.size, id(rows.X), None if rows.X is None else rows.X._version)
+                     for unit, rows in self._sets.items())
 
     @property
     def classes(self) -> list[int]:

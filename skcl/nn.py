@@ -151,8 +151,8 @@ class SharedHead(nn.Module):
         """Append ``n_new`` output units (the task does not matter for a shared head)."""
         self.head.grow(n_new, seed)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The trunk's output (the representation the head reads)."""
+    def features(self, x: torch.Tensor, task: torch.Tensor | int | None = None) -> torch.Tensor:
+        """The trunk's output (the representation the head reads; the same for every task)."""
         return self.trunk(x)
 
     def forward(self, x: torch.Tensor, task: torch.Tensor | int | None = None) -> torch.Tensor:

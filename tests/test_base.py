@@ -34,7 +34,7 @@ class Recorder(NaiveClassifier):
     def _before_task(self, task):
         self.calls_.append(("before_task", task))
 
-    def _training_batch(self, batch):
+    def _training_batch(self, batch, step):
         self.calls_.append(("batch", batch.X.shape[0]))
         return batch
 
@@ -42,10 +42,10 @@ class Recorder(NaiveClassifier):
         self.calls_.append(("penalty",))
         return None
 
-    def _after_backward(self):
+    def _after_backward(self, batch, step):
         self.calls_.append(("after_backward",))
 
-    def _after_step(self):
+    def _after_step(self, batch, step):
         self.calls_.append(("after_step",))
 
     def _after_task(self, task):
@@ -94,7 +94,7 @@ class WhatTheHooksSee(NaiveClassifier):
         self.seen_ = []
 
     def _view(self, hook, task):
-        self.seen_.append((hook, task, self.network_.n_units, len(self._unit_labels_),
+        self.seen_.append((hook, task, self.network_.n_units, len(self.output_units_),
                            self.classes_.tolist(), list(self.tasks_seen_)))
 
     def _before_task(self, task):
@@ -143,7 +143,9 @@ def _state(clf):
         {n: p.detach().clone() for n, p in clf.network_.named_parameters()},
         clf.classes_.tolist(), list(clf.tasks_seen_),
         {t: c.tolist() for t, c in clf.task_classes_.items()}, clf.current_task_,
-        clf._fixed_classes_, dict(clf._units_), clf._optimizer_, clf._rng_.bit_generator.state,
+        clf.output_units_.fixed, dict(clf.output_units_.unit),
+        None if clf._optimizer_ is None else str(clf._optimizer_.state_dict()),
+        clf._rng_.bit_generator.state,
         list(clf.seen_),
     )
 
@@ -237,7 +239,7 @@ def test_string_labels():
     assert clf.classes_.tolist() == ["cat", "dog"]
     assert set(clf.predict(X)) <= {"cat", "dog"}
     assert clf.score(X, y) > 0.9
-    with pytest.raises(ValueError, match="mix numbers and strings"):
+    with pytest.raises(ValueError, match=r"y holds numbers \[0, 1\], but the classes are strings"):
         clf.partial_fit(X, np.arange(len(y)) % 2, task_id=1)
 
 

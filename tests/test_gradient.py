@@ -101,11 +101,11 @@ class GEMSpy(GEMClassifier):
         super()._initialize()
         self.records_ = []
 
-    def _after_backward(self):
+    def _after_backward(self, batch, step):
         tasks = [t for t in self.memory_.tasks if t != self.current_task_]
         params = self._params()
         g = torch.cat([p.grad.reshape(-1) for p in params]).clone()
-        super()._after_backward()
+        super()._after_backward(batch, step)
         if not tasks:
             return
         g_proj = torch.cat([p.grad.reshape(-1) for p in params])
@@ -155,11 +155,11 @@ class AGEMSpy(AGEMClassifier):
         self.g_ref_ = super().reference_gradient(sample)
         return self.g_ref_
 
-    def _after_backward(self):
+    def _after_backward(self, batch, step):
         self.g_ref_ = None
         params = self._params()
         g = torch.cat([p.grad.reshape(-1) for p in params]).clone()
-        super()._after_backward()
+        super()._after_backward(batch, step)
         if self.g_ref_ is not None:
             g_proj = torch.cat([p.grad.reshape(-1) for p in params])
             self.records_.append((g @ self.g_ref_, g_proj @ self.g_ref_,

@@ -6,10 +6,10 @@ import torch
 from torch.nn import functional as F
 
 from skcl import ICaRLClassifier
+from skcl._guard import float64_copy
 from skcl.base import Batch
 from skcl.datasets import load_split_digits
 from skcl.kernels import herding
-from skcl.strategies._float64 import forward_float64
 
 SMALL = dict(hidden_layer_sizes=(32,), batch_size=16, device="cpu", random_state=0)
 
@@ -23,12 +23,13 @@ def features(clf, X, float64=False):
     clf.network_.eval()
     with torch.no_grad():
         X = torch.as_tensor(X)
-        out = forward_float64(clf.network_.trunk, X) if float64 else clf.network_.trunk(X)
+        out = (float64_copy(clf.network_).features(X.double()) if float64
+               else clf.network_.features(X))
         return F.normalize(out, dim=1)
 
 
 def unit(clf, label):
-    return clf._units_[(-1, label)]
+    return clf.output_units_.of(label)
 
 
 def test_exemplar_sets_are_the_herding_kernel_output_and_shrink_to_prefixes(stream):

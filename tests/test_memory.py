@@ -160,8 +160,8 @@ def test_buffers_pickle_and_keep_the_device():
 def test_sample_store_is_unchanged_for_its_users():
     store = SampleStore()
     batch = make_batch(4)
-    assert store.add(batch.X, batch.y, None, batch.task)
-    assert not store.add(batch.X, batch.y, None, batch.task)
+    assert store.add(batch)
+    assert not store.add(batch)
     assert len(store) == 4
 
 

@@ -100,7 +100,7 @@ def test_penalty_covers_only_units_that_existed_when_importance_was_computed(spl
     assert clf.network_.head.weight.shape[0] == 4
     clf.network_.zero_grad()
     clf._penalty()
-    clf._after_backward()
+    clf._after_backward(None, None)
     grad = clf.network_.head.weight.grad
     assert grad[:2].abs().sum() > 0
     assert torch.all(grad[2:] == 0)
@@ -224,7 +224,7 @@ def test_separate_ewc_has_the_gradient_of_one_penalty_per_task(permuted):
             p.add_(0.1 * torch.randn_like(p))
     clf.network_.zero_grad()
     clf._penalty()
-    clf._after_backward()
+    clf._after_backward(None, None)
     for n, p in clf.network_.named_parameters():
         expected = sum(clf.ewc_lambda * f[n] * (p.detach() - a[n])
                        for f, a in zip(fishers, anchors, strict=True))
@@ -253,7 +253,7 @@ def test_si_path_integral_is_the_task_loss_decrease():
     clf = SIClassifier(hidden_layer_sizes=(32,), batch_size=2000, learning_rate=0.05,
                        momentum=0.0, si_c=1000.0, device="cpu", random_state=0)
     train(clf, stream[:1], epochs=20)
-    assert clf._unit_labels_ == list(range(10))
+    assert clf.output_units_.labels == list(range(10))
     X, y = torch.from_numpy(stream[1].X_train), torch.from_numpy(stream[1].y_train)
 
     def task_loss():

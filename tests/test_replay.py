@@ -8,7 +8,7 @@ import torch
 from torch.nn import functional as F
 
 from skcl import GDumbClassifier, LatentReplayClassifier, MIRClassifier, ReplayClassifier
-from skcl.base import Batch
+from skcl.base import Batch, Step
 from skcl.datasets import load_split_digits
 from skcl.memory import ClassBalancedBuffer
 
@@ -33,7 +33,7 @@ def test_replay_joins_each_batch_with_a_replay_batch_and_keeps_memory_size(strea
     assert len(clf.memory_) == 50
     batch = Batch(*(t[:16] for t in (clf.memory_.items().X, clf.memory_.items().y)), None,
                   torch.zeros(16, dtype=torch.long))
-    joined = clf._training_batch(batch)
+    joined = clf._training_batch(batch, Step(0, 0, 1))
     assert joined.X.shape[0] == 16 + 12
     train(clf, stream, epochs=2)
     assert len(clf.memory_) == 50
@@ -66,11 +66,13 @@ def test_gdumb_does_not_train_during_partial_fit(stream):
     clf.partial_fit(stream[0].X_train[:100], stream[0].y_train[:100], task_id=0)
     after = clf.network_.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
-    clf.predict(stream[0].X_test)  # lazy: the first prediction trains
+    # With the task open, predictions come from a network trained on the memory ...
+    proba = clf.predict_proba(stream[0].X_test)
+    assert all(torch.equal(before[k], v) for k, v in clf.network_.state_dict().items())
+    # ... which the end of the task makes the estimator's own: the same predictions.
+    clf.end_task()
     assert not torch.equal(before["head.weight"], clf.network_.head.weight)
-    trained = copy.deepcopy(clf.network_.state_dict())
-    clf.predict(stream[0].X_test)  # memory unchanged: no retraining
-    assert all(torch.equal(trained[k], v) for k, v in clf.network_.state_dict().items())
+    np.testing.assert_array_equal(clf.predict_proba(stream[0].X_test), proba)
 
 
 def test_gdumb_predictions_depend_only_on_the_memory_content(stream):
@@ -117,7 +119,7 @@ def test_mir_replays_the_top_k_candidates_by_loss_increase(stream):
     exp = stream[2]
     clf.partial_fit(exp.X_train, exp.y_train, task_id=2)
     X = torch.from_numpy(exp.X_train[:16])
-    y = torch.tensor([clf._units_[(-1, label)] for label in exp.y_train[:16]])
+    y = torch.tensor([clf.output_units_.of(label) for label in exp.y_train[:16]])
     batch = Batch(X, y, None, torch.full((16,), 2))
     rng_state = copy.deepcopy(clf._rng_)
     chosen = clf._replay(batch)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
-from skcl.base import ContinualClassifier
+from skcl.base import Batch, ContinualClassifier
 from skcl.memory import SampleStore
 from skcl.nn import TaskHeads
 
@@ -56,15 +57,14 @@ class JointClassifier(ContinualClassifier):
     """
 
     def _initialize(self) -> None:
+        super()._initialize()
         self.memory_ = SampleStore()
 
-    def _observe(self, X, y, weight, task) -> None:
-        if not self.memory_.add(X, y, weight, task):
+    def _observe(self, samples: Batch) -> None:
+        if not self.memory_.add(samples):
             return
-        self.network_ = self._fresh_network()
-        self._optimizer_ = self._make_optimizer()
-        for _ in range(self.max_epochs):
-            self._run_epoch(*self.memory_.tensors())
+        self._replace_network(self._fresh_network())
+        self._train_phase(self.memory_.tensors(), self.max_epochs)
 
 
 class CumulativeClassifier(ContinualClassifier):
@@ -90,11 +90,12 @@ class CumulativeClassifier(ContinualClassifier):
     """
 
     def _initialize(self) -> None:
+        super()._initialize()
         self.memory_ = SampleStore()
 
-    def _observe(self, X, y, weight, task) -> None:
-        self.memory_.add(X, y, weight, task)
-        self._run_epoch(*self.memory_.tensors())
+    def _observe(self, samples: Batch) -> None:
+        self.memory_.add(samples)
+        self._run_epoch(self.memory_.tensors())
 
 
 class EnsembleClassifier(ContinualClassifier):
@@ -131,12 +132,23 @@ class EnsembleClassifier(ContinualClassifier):
         yield from self.network_.trunks[key].parameters()
         yield from self.network_.heads[key].parameters()
 
-    def _predict_scores(self, X, task):
-        logits = self.network_(X, task).double()
-        unit_task = self.network_.unit_task
+    def _scoring_network(self) -> nn.Module:
+        return _PerTaskLogSoftmax(super()._scoring_network())
+
+
+class _PerTaskLogSoftmax(nn.Module):
+    """Scores of a per-task network as log-softmax values within each task's units."""
+
+    def __init__(self, network: TaskHeads):
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
+        logits = self.network(x, task)
+        unit_task = self.network.unit_task
         log_probs = torch.empty_like(logits)
         for t in torch.unique(unit_task):
             cols = torch.nonzero(unit_task == t).flatten()
             block = logits.index_select(1, cols)
             log_probs[:, cols] = block - torch.logsumexp(block, dim=1, keepdim=True)
-        return self._class_scores(torch.nan_to_num(log_probs, nan=float("-inf")))
+        return torch.nan_to_num(log_probs, nan=float("-inf"))

@@ -19,9 +19,8 @@ from torch.nn import functional as F
 
 from skcl import kernels
 from skcl._per_sample import linear_backward, linear_layers
-from skcl.base import Batch, ContinualClassifier
+from skcl.base import Batch, ContinualClassifier, Step
 from skcl.memory import EpisodicMemory
-from skcl.strategies._float64 import Float64Scores
 
 # Ridge added to G G^T in GEM's dual QP, as in the paper's code.
 _GEM_EPS = 1e-3
@@ -159,7 +158,7 @@ def _cumsum(sizes: list[int]) -> list[int]:
     return out
 
 
-class _EpisodicProjection(Float64Scores, ContinualClassifier):
+class _EpisodicProjection(ContinualClassifier):
     """A per-task episodic memory and a projection of every step's gradient.
 
     Each ``partial_fit`` call is offered to the memory once. After each
@@ -168,16 +167,18 @@ class _EpisodicProjection(Float64Scores, ContinualClassifier):
     """
 
     def _initialize(self) -> None:
+        super()._initialize()
         self.memory_ = EpisodicMemory(self.memory_size)
 
-    def _observe(self, X, y, weight, task) -> None:
-        self.memory_.offer(Batch(X, y, weight, task), self._rng_)
-        self._run_epoch(X, y, weight, task)
+    def _observe(self, samples: Batch) -> None:
+        self.memory_.offer(samples, self._rng_)
+        super()._observe(samples)
 
     def _params(self) -> list[torch.Tensor]:
         return self._optimizer_.param_groups[0]["params"]
 
-    def _after_backward(self) -> None:
+    def _after_backward(self, batch: Batch, step: Step) -> None:
+        super()._after_backward(batch, step)
         tasks = [t for t in self.memory_.tasks if t != self.current_task_]
         if not tasks:
             return

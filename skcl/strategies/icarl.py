@@ -8,14 +8,15 @@ from numbers import Integral
 import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval
+from torch import nn
 from torch.nn import functional as F
 
+from skcl._guard import float64_copy
 from skcl.base import Batch, ContinualClassifier
-from skcl.memory import ExemplarSets, SampleStore, concat_batches, take
-from skcl.strategies._float64 import Float64Scores, forward_float64
+from skcl.memory import ExemplarSets, SampleStore, as_replay, concat_batches, take
 
 
-class ICaRLClassifier(Float64Scores, ContinualClassifier):
+class ICaRLClassifier(ContinualClassifier):
     r"""Incremental classifier and representation learning (Rebuffi et al., CVPR 2017).
 
     "iCaRL: Incremental Classifier and Representation Learning".
@@ -97,22 +98,22 @@ max_epochs, device, random_state, verbose
     # ------------------------------------------------------------------ training
 
     def _initialize(self) -> None:
+        super()._initialize()
         self.exemplars_ = ExemplarSets(self.memory_size)
         self._task_data_ = SampleStore()
         self._old_network_ = None
         self._distilled_units_ = torch.empty(0, dtype=torch.long, device=self.device_)
 
-    def _observe(self, X, y, weight, task) -> None:
-        self._task_data_.add(X, y, weight, task)
+    def _observe(self, samples: Batch) -> None:
+        self._task_data_.add(samples)
         if self._old_network_ is not None:
-            current = {self._units_[(-1, label)]
+            current = {self.output_units_.of(label)
                        for label in self.task_classes_[self.current_task_]}
             old = [u for u in range(self._old_network_.n_units) if u not in current]
             self._distilled_units_ = torch.tensor(old, dtype=torch.long, device=self.device_)
-        batch = Batch(X, y, weight, task)
         if len(self.exemplars_):
-            batch = concat_batches(batch, self.exemplars_.items())
-        self._run_epoch(*batch)
+            samples = concat_batches(samples, as_replay(self.exemplars_.items()))
+        super()._observe(samples)
 
     def _loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
         targets = F.one_hot(batch.y, logits.shape[1]).to(logits.dtype)
@@ -127,8 +128,9 @@ max_epochs, device, random_state, verbose
         return loss.mean()
 
     def _after_task(self, task: int) -> None:
+        super()._after_task(task)
         if len(self._task_data_):
-            data = Batch(*self._task_data_.tensors())
+            data = self._task_data_.tensors()
             counts = self.exemplars_.counts()
             candidates = {}
             for unit in torch.unique(data.y).tolist():
@@ -142,52 +144,90 @@ max_epochs, device, random_state, verbose
 
     # ------------------------------------------------------------------ prediction
 
-    def _features(self, X: torch.Tensor, float64: bool = False) -> torch.Tensor:
-        r""":math:`\varphi(x)`: L2-normalised trunk features (eval mode, no gradient).
-
-        float32 for herding; float64 for nearest-mean scoring (see
-        :mod:`skcl.strategies._float64`).
-        """
-        trunk = self.network_.trunk
-        was_training = trunk.training
-        trunk.eval()
-        with torch.no_grad():
-            features = forward_float64(trunk, X) if float64 else trunk(X)
-        trunk.train(was_training)
+    def _features(self, X: torch.Tensor, network: nn.Module | None = None) -> torch.Tensor:
+        r""":math:`\varphi(x)`: L2-normalised features of ``network`` (``network_`` in eval
+        mode by default; a scoring copy reads them in its own float64 precision)."""
+        if network is None:
+            network = self.network_
+            was_training = network.training
+            network.eval()
+            with torch.no_grad():
+                features = network.features(X)
+            network.train(was_training)
+        else:
+            dtype = next(network.parameters()).dtype
+            with torch.no_grad():
+                features = network.features(X.to(dtype))
         return F.normalize(features, dim=1)
 
-    def class_means(self) -> tuple[np.ndarray, torch.Tensor]:
+    def class_means(self, network: nn.Module | None = None) -> tuple[np.ndarray, torch.Tensor]:
         r"""Output units that have a mean, and the means :math:`\mu_y` (one row each).
 
         Exemplar means, plus for classes of the open task that have no
         exemplars yet, the mean over the task's samples seen so far.
+
+        Parameters
+        ----------
+        network : torch.nn.Module, default=None
+            The network whose features are averaged; ``None``: a float64 copy of
+            ``network_`` (as predictions use).
 
         Returns
         -------
         units : ndarray of shape (n_means,)
         means : torch.Tensor of shape (n_means, n_features)
         """
+        network = float64_copy(self.network_) if network is None else network
         groups = {unit: self.exemplars_.exemplars(unit).X
                   for unit, count in self.exemplars_.counts().items() if count}
         if len(self._task_data_):
-            X, y, _, _ = self._task_data_.tensors()
-            for unit in torch.unique(y).tolist():
-                groups.setdefault(unit, X[y == unit])
+            data = self._task_data_.tensors()
+            for unit in torch.unique(data.y).tolist():
+                groups.setdefault(unit, data.X[data.y == unit])
         units = np.array(sorted(groups), dtype=np.int64)
         if not units.size:
             return units, torch.empty(0, 0, device=self.device_)
-        means = [self._features(groups[u], float64=True).mean(0) for u in units.tolist()]
+        means = [self._features(groups[u], network).mean(0) for u in units.tolist()]
         return units, F.normalize(torch.stack(means), dim=1)
 
-    def _predict_scores(self, X: torch.Tensor, task: torch.Tensor | None) -> torch.Tensor:
-        units, means = self.class_means()
+    def _scoring_key(self) -> tuple:
+        return (super()._scoring_key(), self.exemplars_.state_key(), len(self._task_data_))
+
+    def _scoring_network(self) -> nn.Module:
+        network = super()._scoring_network()
+        units, means = self.class_means(network)
         if not units.size:
-            return super()._predict_scores(X, task)
-        distance = torch.cdist(self._features(X, float64=True), means)
-        scores = distance.new_full((X.shape[0], self.network_.n_units), float("-inf"))
-        scores[:, torch.from_numpy(units).to(X.device)] = -distance
-        return self._class_scores(scores)
+            return network
+        return NearestMeanOfExemplars(network, torch.from_numpy(units).to(self.device_), means)
 
     @classmethod
     def _unit_test_params(cls) -> dict:
         return {**super()._unit_test_params(), "memory_size": 200}
+
+
+class NearestMeanOfExemplars(nn.Module):
+    r"""iCaRL's classifier: the negative distance of :math:`\varphi(x)` to each class mean.
+
+    Units without a mean score :math:`-\infty`.
+
+    Parameters
+    ----------
+    network : torch.nn.Module
+        Gives the features (``network.features``) and the number of units.
+    units : torch.Tensor of shape (n_means,)
+        The units that have a mean.
+    means : torch.Tensor of shape (n_means, n_features)
+        L2-normalised class means :math:`\mu_y`.
+    """
+
+    def __init__(self, network: nn.Module, units: torch.Tensor, means: torch.Tensor):
+        super().__init__()
+        self.network = network
+        self.register_buffer("units", units)
+        self.register_buffer("means", means)
+
+    def forward(self, x: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
+        distance = torch.cdist(F.normalize(self.network.features(x), dim=1), self.means)
+        scores = distance.new_full((x.shape[0], self.network.n_units), float("-inf"))
+        scores[:, self.units] = -distance
+        return scores

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
-from torch.func import functional_call
 
+from skcl.base import Batch
 from skcl.kernels import fisher_diagonal
 from skcl.strategies.importance import ImportancePenalty
 
@@ -125,9 +125,11 @@ class IMMClassifier(ImportancePenalty):
     :math:`\mathcal{L}_k(\theta) + \lambda \lVert \theta - \theta_{k-1} \rVert_2^2`
     (the quadratic penalty of :class:`~skcl.strategies.importance.ImportancePenalty`
     with unit importance). Training continues from each task's own solution;
-    the merged parameters are used for prediction once a task has ended
-    (while a task is open, the network being trained predicts). Output units
-    added by a later task are merged over the solutions that have them.
+    the merged parameters are used for prediction, the open task's current
+    solution merged in while a task is open (so a stream that never calls
+    ``end_task`` predicts with the method's merge, not the network being
+    trained). Output units added by a later task are merged over the
+    solutions that have them.
 
     Parameters
     ----------
@@ -230,23 +232,27 @@ max_epochs, device, random_state, verbose
                     p.copy_(self._initial_[name])
         super()._before_task(task)
 
-    def _observe(self, X, y, weight, task) -> None:
+    def _observe(self, samples: Batch) -> None:
         self._record_initial()
-        super()._observe(X, y, weight, task)
+        super()._observe(samples)
 
     def _after_task(self, task: int) -> None:
         self.solutions_.append(self._parameter_snapshot())
+        self.fishers_.append(self._task_fisher())
+        self.merged_ = self._merged(self.solutions_, self.fishers_)
+        super()._after_task(task)
+
+    def _task_fisher(self) -> Params:
+        """:math:`F_k` of the open task, on its kept samples (zeros without samples)."""
         X, y = self._task_sample_.tensors()
         if X is None:
-            fisher = {name: torch.zeros_like(p) for name, p in self.solutions_[-1].items()}
-        else:
-            fisher = self._importance_kernel(fisher_diagonal, X, y)
-        self.fishers_.append(fisher)
+            return {name: torch.zeros_like(p) for name, p in self.network_.named_parameters()}
+        return self._importance_kernel(fisher_diagonal, X, y)
+
+    def _merged(self, solutions: list[Params], fishers: list[Params]) -> Params:
         if self.merge == "mode":
-            self.merged_ = mode_imm(self.solutions_, self.fishers_)
-        else:
-            self.merged_ = mean_imm(self.solutions_)
-        super()._after_task(task)
+            return mode_imm(solutions, fishers)
+        return mean_imm(solutions)
 
     def _importance(self, task: int) -> Params | None:
         if self.l2_transfer == 0:
@@ -259,15 +265,23 @@ max_epochs, device, random_state, verbose
         self.importance_ = {}
         super()._consolidate(importance)
 
-    def _predict_scores(self, X: torch.Tensor, task: torch.Tensor | None) -> torch.Tensor:
-        if self.current_task_ is not None or self.merged_ is None:
-            return super()._predict_scores(X, task)
-        params = {}
-        for name, p in self.network_.named_parameters():
-            merged = self.merged_[name]
-            rows = merged.shape[0]
-            params[name] = merged if rows == p.shape[0] else torch.cat([merged, p[rows:]])
-        return self._class_scores(functional_call(self.network_, params, (X, task)))
+    def _scoring_network(self) -> nn.Module:
+        """The merged network. With a task open, the merge includes the open task's
+        current solution (and, for mode-IMM, its Fisher so far), computed when a
+        prediction asks for it and kept until the estimator trains again."""
+        network = super()._scoring_network()
+        merged = self.merged_
+        if self.current_task_ is not None and self.solutions_:
+            fishers = [*self.fishers_, self._task_fisher()] if self.merge == "mode" else []
+            merged = self._merged([*self.solutions_, self._parameter_snapshot()], fishers)
+        elif self.current_task_ is not None:
+            merged = None
+        if merged is not None:
+            with torch.no_grad():
+                for name, p in network.named_parameters():
+                    rows = merged[name].shape[0]
+                    p[:rows].copy_(merged[name])
+        return network
 
     def _record_initial(self) -> None:
         """Remember the initial values of parameters and of output units added since."""

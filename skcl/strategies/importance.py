@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from skcl.base import ContinualClassifier
+from skcl.base import Batch, ContinualClassifier, Step
 
 _KERNEL_BATCH = 512
 
@@ -217,11 +217,11 @@ class ImportancePenalty(ContinualClassifier, metaclass=ABCMeta):
         self._force_buffers_ = [torch.empty_like(k) for k in self._stiffness_.values()]
         self._forces_ = None
 
-    def _observe(self, X, y, weight, task) -> None:
-        self._task_sample_.add(X, y, weight)
+    def _observe(self, samples: Batch) -> None:
+        self._task_sample_.add(samples.X, samples.y, samples.weight)
         # Parameters are replaced only when output units are added, before a call trains.
         self._penalized_ = self._penalized_parameters()
-        super()._observe(X, y, weight, task)
+        super()._observe(samples)
         self._penalized_ = None
 
     def _penalty(self) -> torch.Tensor | None:
@@ -243,8 +243,8 @@ class ImportancePenalty(ContinualClassifier, metaclass=ABCMeta):
         self._forces_ = forces
         return value
 
-    def _after_backward(self) -> None:
-        super()._after_backward()
+    def _after_backward(self, batch: Batch, step: Step) -> None:
+        super()._after_backward(batch, step)
         if self._forces_ is None:
             return
         grads = []

@@ -17,6 +17,7 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
+from skcl.base import Batch, Step
 from skcl.kernels import fisher_diagonal, mas_importance
 from skcl.strategies.importance import ImportancePenalty, _pad_rows
 
@@ -278,7 +279,7 @@ max_epochs, device, random_state, verbose
         self._previous_: dict[str, torch.Tensor] = {}
         self.omega_: dict[str, torch.Tensor] = {}
 
-    def _observe(self, X, y, weight, task) -> None:
+    def _observe(self, samples: Batch) -> None:
         # Parameters (and so this bookkeeping) change only when output units are added,
         # which happens before a call trains.
         tracked = [(n, p) for n, p in self.network_.named_parameters() if p.requires_grad]
@@ -293,15 +294,15 @@ max_epochs, device, random_state, verbose
             anchored_previous=[self._previous_[n][:r] for n, r in anchored],
             anchored_omega=[self.omega_[n][:r] for n, r in anchored],
         )
-        super()._observe(X, y, weight, task)
+        super()._observe(samples)
         self._path_ = None
 
-    def _after_backward(self) -> None:
-        super()._after_backward()
+    def _after_backward(self, batch: Batch, step: Step) -> None:
+        super()._after_backward(batch, step)
         self._path_.grads = [p.grad for p in self._path_.params]
 
-    def _after_step(self) -> None:
-        super()._after_step()
+    def _after_step(self, batch: Batch, step: Step) -> None:
+        super()._after_step(batch, step)
         self._path_.accumulate(self._forces_)
 
     def _importance(self, task: int) -> dict[str, torch.Tensor] | None:

@@ -17,19 +17,20 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
 
-from skcl.base import Batch, ContinualClassifier
+from skcl._guard import float64_copy
+from skcl.base import Batch, ContinualClassifier, Step
 from skcl.memory import (
     ClassBalancedBuffer,
     ReservoirBuffer,
     SampleStore,
+    as_replay,
     concat_batches,
     take,
 )
 from skcl.nn import SharedHead
-from skcl.strategies._float64 import Float64Scores
 
 
-class _Rehearsal(Float64Scores, ContinualClassifier):
+class _Rehearsal(ContinualClassifier):
     """Training on each incoming batch joined by a batch retrieved from a memory.
 
     Each ``partial_fit`` call runs one epoch in which every batch is joined by
@@ -41,16 +42,18 @@ class _Rehearsal(Float64Scores, ContinualClassifier):
         return ReservoirBuffer(self.memory_size)
 
     def _initialize(self) -> None:
+        super()._initialize()
         self.memory_ = self._make_memory()
 
-    def _observe(self, X, y, weight, task) -> None:
-        self._run_epoch(X, y, weight, task)
-        self.memory_.offer(Batch(X, y, weight, task), self._rng_)
+    def _observe(self, samples: Batch) -> None:
+        self._run_epoch(samples)
+        self.memory_.offer(samples, self._rng_)
 
-    def _training_batch(self, batch: Batch) -> Batch:
+    def _training_batch(self, batch: Batch, step: Step) -> Batch:
+        batch = super()._training_batch(batch, step)
         if len(self.memory_) == 0:
             return batch
-        return concat_batches(batch, self._replay(batch))
+        return concat_batches(batch, as_replay(self._replay(batch)))
 
 
 class ReplayClassifier(_Rehearsal):
@@ -232,7 +235,7 @@ max_epochs, device, random_state, verbose
         return after - before
 
 
-class GDumbClassifier(Float64Scores, ContinualClassifier):
+class GDumbClassifier(ContinualClassifier):
     r"""GDumb: greedy sampler and dumb learner (Prabhu et al., ECCV 2020).
 
     "GDumb: A Simple Approach that Questions Our Progress in Continual
@@ -307,34 +310,40 @@ max_epochs, device, random_state, verbose
         return {**super()._unit_test_params(), "memory_size": 100, "gdumb_epochs": 20}
 
     def _initialize(self) -> None:
+        super()._initialize()
         self.memory_ = ClassBalancedBuffer(self.memory_size)
         self._trained_version_ = self.memory_.version
         self._retrain_seed_ = self._next_seed()
 
-    def _observe(self, X, y, weight, task) -> None:
-        self.memory_.offer(Batch(X, y, weight, task), self._rng_)
+    def _observe(self, samples: Batch) -> None:
+        self.memory_.offer(samples, self._rng_)
 
-    def _before_predict(self) -> None:
+    def _scoring_key(self) -> tuple:
+        return (super()._scoring_key(), id(self.memory_), self.memory_.version,
+                self._trained_version_)
+
+    def _scoring_network(self) -> nn.Module:
         if self._trained_version_ != self.memory_.version:
-            self._retrain()
+            return float64_copy(self._retrained())
+        return super()._scoring_network()
 
     def _after_task(self, task: int) -> None:
-        self._before_predict()
+        super()._after_task(task)
+        if self._trained_version_ != self.memory_.version:
+            self._replace_network(self._retrained())
+            self._trained_version_ = self.memory_.version
 
-    def _retrain(self) -> None:
-        """Train a fresh network on the memory alone, from the fixed retraining seed."""
-        stream_rng, self._rng_ = self._rng_, np.random.default_rng(self._retrain_seed_)
-        try:
-            self.network_ = self._fresh_network()
-            self._optimizer_ = self._make_optimizer()
-            items = self.memory_.items()
-            items = take(items, _canonical_order(items))
-            for _ in range(self.gdumb_epochs):
-                self._run_epoch(*items)
-        finally:
-            self._rng_ = stream_rng
-        self._optimizer_ = None if self.current_task_ is None else self._make_optimizer()
-        self._trained_version_ = self.memory_.version
+    def _retrained(self) -> nn.Module:
+        """A fresh network trained on the memory alone, from the fixed retraining seed.
+
+        Changes nothing in the estimator: predictions with a task open score with it.
+        """
+        rng = np.random.default_rng(self._retrain_seed_)
+        network = self._fresh_network(rng)
+        items = self.memory_.items()
+        items = take(items, _canonical_order(items))
+        self._train_phase(items, self.gdumb_epochs, network=network, rng=rng)
+        return network
 
 
 def _canonical_order(batch: Batch) -> np.ndarray:
@@ -355,12 +364,6 @@ class LatentSplit(nn.Module):
         The trunk to cut.
     replay_layer : int
         Number of the trunk's modules below the cut (0 replays the inputs).
-
-    Attributes
-    ----------
-    latent_input : bool
-        While ``True`` the forward pass takes latent activations and runs
-        ``upper`` only (LatentReplayClassifier's training epochs set it).
 
     Examples
     --------
@@ -385,13 +388,12 @@ class LatentSplit(nn.Module):
             )
         self.lower = trunk[:replay_layer]
         self.upper = trunk[replay_layer:]
-        self.latent_input = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.upper(x if self.latent_input else self.lower(x))
+        return self.upper(self.lower(x))
 
 
-class LatentReplayClassifier(Float64Scores, ContinualClassifier):
+class LatentReplayClassifier(ContinualClassifier):
     r"""Latent replay (Pellegrini et al., IROS 2020).
 
     "Latent Replay for Real-Time Continual Learning". The trunk is cut at
@@ -480,6 +482,7 @@ max_epochs, device, random_state, verbose
                           self.n_features_in_)
 
     def _initialize(self) -> None:
+        super()._initialize()
         self.memory_ = ReservoirBuffer(self.memory_size)
         self._task_data_ = SampleStore()
         self._lower_frozen_ = False
@@ -497,34 +500,37 @@ max_epochs, device, random_state, verbose
         lower = {id(p) for p in self._split.lower.parameters()}
         return [p for p in self.network_.parameters() if id(p) not in lower]
 
-    def _observe(self, X, y, weight, task) -> None:
-        self._task_data_.add(X, y, weight, task)
-        self._split.latent_input = True
-        try:
-            self._run_epoch(X, y, weight, task)
-        finally:
-            self._split.latent_input = False
+    def _observe(self, samples: Batch) -> None:
+        self._task_data_.add(samples)
+        super()._observe(samples)
 
-    def _training_batch(self, batch: Batch) -> Batch:
+    def _training_batch(self, batch: Batch, step: Step) -> Batch:
+        batch = super()._training_batch(batch, step)
         with torch.set_grad_enabled(not self._frozen()):
             batch = batch._replace(X=self._split.lower(batch.X))
         if len(self.memory_) == 0:
             return batch
         replay = self.memory_.sample(self.replay_batch_size or self.batch_size, self._rng_)
-        return concat_batches(batch, replay)
+        return concat_batches(batch, as_replay(replay))
 
-    def _after_backward(self) -> None:
+    def _forward(self, batch: Batch, step: Step) -> torch.Tensor:
+        # The training batch holds latents (see _training_batch): only the upper part runs.
+        return self.network_.head(self._split.upper(batch.X))
+
+    def _after_backward(self, batch: Batch, step: Step) -> None:
+        super()._after_backward(batch, step)
         if self._lower_frozen_ and 0 < self.lower_lr_factor < 1:
             for p in self._split.lower.parameters():
                 if p.grad is not None:
                     p.grad.mul_(self.lower_lr_factor)
 
     def _after_task(self, task: int) -> None:
+        super()._after_task(task)
         if len(self._task_data_):
-            X, y, weight, task_ids = self._task_data_.tensors()
+            stored = self._task_data_.tensors()
             self._split.eval()
             with torch.no_grad():
-                latent = self._split.lower(X)
-            self.memory_.offer(Batch(latent, y, weight, task_ids), self._rng_)
+                latent = self._split.lower(stored.X)
+            self.memory_.offer(stored._replace(X=latent), self._rng_)
         self._task_data_ = SampleStore()
         self._lower_frozen_ = True

@@ -104,10 +104,10 @@ def check_task_ids(task_id, n_samples: int, *, allow_none: bool = False,
     if y is not None and _looks_like_class_list(ids, y):
         raise ValueError(
             f"task_id={_preview(ids)} gives each of the {n_samples} samples its own task and "
-            "holds every label of y: it looks like the class list of "
-            f"SGDClassifier.partial_fit(X, y, classes).{_CLASSES_HINT} If every sample "
-            "really belongs to another task, call partial_fit once per task with an integer "
-            "task_id."
+            "holds every label of y, like the class list of SGDClassifier.partial_fit(X, y, "
+            "classes). If you meant the set of classes, pass it by name: partial_fit(X, y, "
+            "classes=...). If every sample really belongs to another task, call partial_fit "
+            "once per task with an integer task_id."
         )
     return ids
 

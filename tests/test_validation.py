@@ -59,7 +59,7 @@ def test_reversed_task_ids_come_back_contiguous():
 
 def test_class_list_as_long_as_the_chunk_is_rejected():
     y = np.arange(10)                       # load_digits' first ten labels: 0, 1, ..., 9
-    with pytest.raises(ValueError, match=r"partial_fit\(X, y, classes=\.\.\.\)"):
+    with pytest.raises(ValueError, match=r"pass it by name: partial_fit\(X, y, classes=\.\.\.\)"):
         check_task_ids(np.unique(y), 10, y=y)
 
 
@@ -73,7 +73,7 @@ def test_class_list_as_long_as_the_chunk_is_rejected():
     ids=["subset", "binary", "unsorted"],
 )
 def test_every_class_list_sgdclassifier_accepts_is_rejected(y, classes):
-    with pytest.raises(ValueError, match="looks like the class list"):
+    with pytest.raises(ValueError, match="like the class list of SGDClassifier"):
         check_task_ids(np.array(classes), len(y), y=np.array(y))
 
 

@@ -16,6 +16,9 @@ in seconds.
 # %%
 # An in-process cluster
 # ---------------------
+# One worker thread: PyTorch's random generator is shared by the threads of a
+# process, so cells running side by side in threads of one process would not
+# be reproducible. A real cluster runs workers in processes, one cell each.
 import logging
 import tempfile
 from pathlib import Path
@@ -26,7 +29,7 @@ from dask.distributed import LocalCluster
 
 from skcl.bench import run_bench
 
-cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
                        dashboard_address=None, silence_logs=logging.ERROR)
 print(cluster.scheduler_address)
 

@@ -11,6 +11,11 @@ routes each fold's share of the ids.
 Hyperparameters must not be chosen on the test sets of the stream. Here the
 search runs cross-validation on the *training* data of the first three
 tasks only, then the chosen setting is evaluated on the whole stream.
+
+Cross-validation mixes the tasks' samples into folds and scores single
+models; :class:`skcl.model_selection.StreamGridSearch` instead scores each
+candidate's whole accuracy matrix on validation splits of the stream, and
+is the better fit when forgetting is what you tune against.
 """
 
 # %%

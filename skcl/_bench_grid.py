@@ -14,15 +14,21 @@ import json
 import os
 import re
 import runpy
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.base import clone
 
 from skcl import registry
+from skcl.base import ContinualClassifier
 from skcl.datasets import SCENARIOS, TaskStream, _no_id_scenario
+
+#: Rows of a stream's first experience :func:`try_estimator` fits on.
+_TRY_ROWS = 8
 
 
 class BenchError(ValueError):
@@ -106,6 +112,47 @@ def estimator_names() -> list[str]:
     (['naive', 'joint'], ['sgd', 'mlp'])
     """
     return list(_specs())
+
+
+def try_estimator(estimator, stream: TaskStream) -> None:
+    """Fit a clone on a few rows of a stream, so that what the estimator's own checks
+    reject (parameter constraints, layer sizes, an absent device) fails before a run.
+
+    Parameters
+    ----------
+    estimator : skcl or scikit-learn classifier with ``partial_fit``
+    stream : TaskStream
+        The clone learns the first rows of its first experience.
+
+    Raises
+    ------
+    BenchError
+        For a ``ValueError`` or ``TypeError`` of the estimator (scikit-learn's
+        ``InvalidParameterError`` included), in one line naming its class. Any
+        other exception is left to the run, which reports it.
+
+    Examples
+    --------
+    >>> from skcl import NaiveClassifier
+    >>> from skcl.bench import try_estimator
+    >>> from skcl.datasets import load_split_digits
+    >>> try_estimator(NaiveClassifier(learning_rate=-1.0), load_split_digits())
+    Traceback (most recent call last):
+    ...
+    skcl._bench_grid.BenchError: NaiveClassifier: The 'learning_rate' parameter of ...
+    """
+    exp = stream[0]
+    extra = ({"task_id": exp.task_id} if isinstance(estimator, ContinualClassifier)
+             else {"classes": stream.classes})
+    try:
+        with warnings.catch_warnings():  # about the few rows, not about the run
+            warnings.simplefilter("ignore")
+            clone(estimator).partial_fit(exp.X_train[:_TRY_ROWS], exp.y_train[:_TRY_ROWS],
+                                         **extra)
+    except (ValueError, TypeError) as exc:
+        raise BenchError(f"{type(estimator).__name__}: {' '.join(str(exc).split())}") from None
+    except Exception:  # a diverging loss or a bug: the run raises it and reports it
+        return
 
 
 def stream_scenarios(stream: TaskStream, requested: Sequence[str]) -> tuple[list[str], list[str]]:

@@ -57,13 +57,14 @@ from skcl._bench_grid import (
     estimator_names,
     load_settings,
     stream_scenarios,
+    try_estimator,
 )
 from skcl.datasets import STREAMS, TaskStream, load_stream
 from skcl.report import RESULTS_FILE
 
 __all__ = [
     "BACKENDS", "BenchError", "BenchRun", "estimator_names", "load_settings", "run_bench",
-    "stream_scenarios",
+    "stream_scenarios", "try_estimator",
 ]
 
 BACKENDS = ("loky", "serial", "dask")
@@ -371,6 +372,12 @@ def run_bench(
         raise BenchError(f"streams must be distinct and at least one: {[s.name for s in loaded]}")
     resolved = _resolve_params(specs, [s.name for s in loaded], settings, dict(params or {}),
                                device)
+    for spec in specs:
+        for stream in loaded:
+            try:
+                try_estimator(spec.make_class()(**resolved[spec.name, stream.name]), stream)
+            except BenchError as exc:
+                raise BenchError(f"{spec.name} on {stream.name}: {exc}") from None
     tasks: list[tuple[_Task, TaskStream]] = []
     scenario_notes: list[str] = []
     for stream in loaded:

@@ -30,16 +30,12 @@ import os
 import sys
 from pathlib import Path
 
-from sklearn.base import clone
-
-from skcl import registry
+from skcl import bench, registry
 from skcl.datasets import SCENARIOS, STREAMS, TaskStream, load_stream
 from skcl.evaluation import evaluate_stream, format_matrix, format_table, warm_up
 from skcl.tabular import DataError, load_streams
 
 DEMO_ESTIMATORS = ("naive", "cumulative", "joint")
-#: Rows of the first experience the estimator is tried on before a run.
-_PREFLIGHT_ROWS = 8
 
 
 class _UsageError(Exception):
@@ -85,17 +81,6 @@ def _build(name: str, params: dict, seed: int):
             f"{cls.__name__} has no parameter {', '.join(unknown)}; valid: {', '.join(valid)}"
         )
     return cls(**{"random_state": seed, **params})
-
-
-def _preflight(estimator, stream: TaskStream) -> None:
-    """Try a clone on a few rows, so that parameters the estimator's checks reject
-    (sklearn's validation, ``hidden_layer_sizes``, ``device``) are a user error."""
-    exp = stream[0]
-    rows = slice(0, _PREFLIGHT_ROWS)
-    try:
-        clone(estimator).partial_fit(exp.X_train[rows], exp.y_train[rows], task_id=exp.task_id)
-    except (ValueError, TypeError) as exc:
-        raise _UsageError(f"{type(estimator).__name__}: {_one_line(exc)}") from None
 
 
 def _check_output(path: str | None, option: str) -> None:
@@ -155,7 +140,10 @@ def _cmd_run(args) -> int:
     estimator = _build(args.estimator, _parse_params(args.param), args.seed)
     stream = load_stream(_check_stream(args.stream)) if args.data is None else \
         _data_streams(args)[0]
-    _preflight(estimator, stream)
+    try:
+        bench.try_estimator(estimator, stream)
+    except bench.BenchError as exc:
+        raise _UsageError(str(exc)) from None
     result = evaluate_stream(estimator, stream, scenario=args.scenario, epochs=args.epochs,
                              verbose=0 if args.quiet else 1)
     if not args.quiet:
@@ -201,8 +189,6 @@ def _csv(text: str) -> list[str]:
 
 
 def _cmd_bench(args) -> int:
-    from skcl import bench
-
     try:
         seeds = [int(s) for s in _csv(args.seeds)]
     except ValueError:
@@ -297,44 +283,44 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_cmd_demo)
 
-    bench = sub.add_parser(
+    grid = sub.add_parser(
         "bench", help="a grid of estimators x streams x scenarios x seeds, with a report",
         description="Run every cell of the grid (resuming from the results already in --out), "
                     "then write results.json and REPORT.md with figures into --out.")
-    bench.add_argument("--estimators", default="all",
+    grid.add_argument("--estimators", default="all",
                        help="comma-separated names, or 'all' (every skcl estimator, sgd, mlp); "
                             "naive is always included")
-    bench.add_argument("--streams", default=None,
+    grid.add_argument("--streams", default=None,
                        help="comma-separated stream names (default: split-digits,"
                             "permuted-digits, or none with --data)")
-    _add_data_options(bench, many=True)
-    bench.add_argument("--scenarios", default="class,task",
+    _add_data_options(grid, many=True)
+    grid.add_argument("--scenarios", default="class,task",
                        help="comma-separated; the no-task-id scenario is 'domain' on streams "
                             "whose experiences share their classes, 'class' otherwise "
                             "(default: %(default)s)")
-    bench.add_argument("--seeds", default="0,1,2", help="comma-separated (default: %(default)s)")
-    bench.add_argument("--epochs", type=int, default=5,
+    grid.add_argument("--seeds", default="0,1,2", help="comma-separated (default: %(default)s)")
+    grid.add_argument("--epochs", type=int, default=5,
                        help="passes per experience (default: %(default)s)")
-    bench.add_argument("--param", action="append", default=[], metavar="[EST.]KEY=VALUE",
+    grid.add_argument("--param", action="append", default=[], metavar="[EST.]KEY=VALUE",
                        help="estimator parameter, repeatable; EST. limits it to one estimator")
-    bench.add_argument("--settings", metavar="FILE",
+    grid.add_argument("--settings", metavar="FILE",
                        help="per-estimator, per-stream parameters (.json, or a .py defining "
                             "PROTOCOL and FAMILIES like benchmarks/bench_methods.py)")
-    bench.add_argument("--device", default="cpu",
+    grid.add_argument("--device", default="cpu",
                        help="device of the skcl estimators (default: %(default)s)")
-    bench.add_argument("--threads", type=int, default=1,
+    grid.add_argument("--threads", type=int, default=1,
                        help="threads per cell: torch, BLAS, OpenMP (default: %(default)s)")
-    bench.add_argument("--backend", default="loky", choices=("loky", "serial", "dask"),
+    grid.add_argument("--backend", default="loky", choices=("loky", "serial", "dask"),
                        help="where cells run (default: %(default)s)")
-    bench.add_argument("--n-jobs", type=int, default=None,
+    grid.add_argument("--n-jobs", type=int, default=None,
                        help="worker processes (loky, local dask cluster; default: CPUs)")
-    bench.add_argument("--scheduler", metavar="ADDRESS",
+    grid.add_argument("--scheduler", metavar="ADDRESS",
                        help="Dask scheduler address (default: a LocalCluster)")
-    bench.add_argument("--out", default="bench_output", help="folder for results and report")
-    bench.add_argument("--restart", action="store_true",
+    grid.add_argument("--out", default="bench_output", help="folder for results and report")
+    grid.add_argument("--restart", action="store_true",
                        help="ignore the results already in --out")
-    bench.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
-    bench.set_defaults(func=_cmd_bench)
+    grid.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
+    grid.set_defaults(func=_cmd_bench)
     return parser
 
 

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from dask import distributed
 from sklearn.datasets import load_digits
+from sklearn.linear_model import SGDClassifier
 
 from skcl import bench, registry
 from skcl.bench import BenchError, estimator_names, load_settings, run_bench, stream_scenarios
@@ -62,20 +63,23 @@ def test_tiny_grid_end_to_end(tmp_path, capsys):
         assert (tmp_path / link).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_failing_cell_is_reported_and_the_rest_kept(tmp_path, capsys):
+def test_failing_cell_is_reported_and_the_rest_kept(tmp_path, monkeypatch, capsys):
+    def broken(self, X, task_id=None):
+        raise RuntimeError("scores went missing")
+
+    # Training passes (and so does the check before the grid); scoring fails in every cell.
+    monkeypatch.setattr(SGDClassifier, "decision_function", broken)
     argv = ["bench", "--estimators", "naive,sgd", "--streams", "split-digits", "--scenarios",
-            "task", "--seeds", "0,1", "--param", "sgd.alpha=-1.0", "--backend", "serial",
-            "--out", str(tmp_path), *TINY]
+            "task", "--seeds", "0,1", "--backend", "serial", "--out", str(tmp_path), *TINY]
     assert main(argv) == 1
     status = {c["id"]: c["status"] for c in _cells(tmp_path)}
     assert status == {"naive/split-digits/task/0": "ok", "naive/split-digits/task/1": "ok",
                       "sgd/split-digits/task/0": "failed", "sgd/split-digits/task/1": "failed"}
     failed = [c for c in _cells(tmp_path) if c["status"] == "failed"]
-    assert all(c["error"].startswith("InvalidParameterError: The 'alpha' parameter")
-               for c in failed)
+    assert all(c["error"] == "RuntimeError: scores went missing" for c in failed)
     assert all("Traceback" in c["traceback"] and "R" not in c for c in failed)
     report = (tmp_path / "REPORT.md").read_text()
-    assert "| sklearn SGD | split-digits | task | 1 | InvalidParameterError:" in report
+    assert "| sklearn SGD | split-digits | task | 1 | RuntimeError: scores went missing" in report
     assert "| sklearn SGD | n/a | n/a | n/a | n/a | n/a | n/a | 0/2 |" in report
 
 
@@ -278,6 +282,10 @@ def test_a_registry_alias_names_its_estimator_in_the_grid(tmp_path):
     (["--data", "x.npz"], "--data needs --task-column COLUMN, --classes-per-task K, "),
     (["--data", "x.csv", "--permuted", "2"], "x.csv: name the label column (--target COLUMN)"),
     (["--scheduler", "tcp://x:1"], "--scheduler is for --backend dask"),
+    (["--estimators", "naive,sgd", "--param", "sgd.alpha=-1.0"],
+     "sgd on split-digits: SGDClassifier: The 'alpha' parameter of SGDClassifier must be"),
+    (["--param", "learning_rate=-1"], "naive on split-digits: NaiveClassifier: The 'learning_"),
+    (["--device", "tpu"], "naive on split-digits: NaiveClassifier: "),
     (["--seeds", "0,a"], "--seeds takes comma-separated integers"),
 ], ids=lambda v: v if isinstance(v, str) else None)
 def test_grid_errors_are_one_line(tmp_path, capsys, extra, start):

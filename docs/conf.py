@@ -133,6 +133,10 @@ def _public_names(module) -> list[str]:
     return sorted(names, key=lambda n: (not inspect.isclass(getattr(module, n)), n.lower()))
 
 
+#: id of each documented class and function -> the name it is documented under.
+DOCUMENTED: dict[int, str] = {}
+
+
 def write_api_reference(path: Path = HERE / "api.rst") -> None:
     """Write the autosummary page of every public name, each object documented once."""
     lines = [
@@ -148,6 +152,7 @@ def write_api_reference(path: Path = HERE / "api.rst") -> None:
         "",
     ]
     seen: set[int] = set()
+    DOCUMENTED.clear()
     for modname, title, blurb in API_MODULES:
         if importlib.util.find_spec(modname) is None:
             continue
@@ -160,6 +165,8 @@ def write_api_reference(path: Path = HERE / "api.rst") -> None:
                 continue
             seen.add(key)
             names.append(name)
+            if inspect.isclass(obj) or inspect.isfunction(obj):
+                DOCUMENTED[key] = f"{modname}.{name}"
         if not names:
             continue
         heading = f"{title}: :mod:`{modname}`"
@@ -215,7 +222,54 @@ def join_continued_lines(app, what, name, obj, options, lines):
             i += 1
 
 
+def _resolve(path: str):
+    """The object a dotted path names (a module, then attributes), or None."""
+    parts = path.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        try:
+            for attr in parts[i:]:
+                obj = getattr(obj, attr)
+        except AttributeError:
+            return None
+        return obj
+    return None
+
+
+def link_reexported_names(app, env, node, contnode):
+    """Resolve a reference to a name by the path it is documented under.
+
+    Docstrings cite classes where they are defined (``skcl.base.ContinualClassifier``,
+    ``skcl.results.StreamResult``); the reference documents each object once,
+    under its public path (``skcl.ContinualClassifier``,
+    ``skcl.evaluation.StreamResult``). A reference whose target is not found is
+    retried with the public path of the object, or of the class owning the
+    attribute, it names.
+    """
+    if node.get("refdomain") != "py":
+        return None
+    target = node.get("reftarget", "")
+    if not target.startswith("skcl."):
+        return None
+    parts = target.split(".")
+    for i in range(len(parts), 1, -1):
+        obj = _resolve(".".join(parts[:i]))
+        public = DOCUMENTED.get(id(obj)) if obj is not None else None
+        if public is not None:
+            new_target = ".".join([public, *parts[i:]])
+            if new_target == target:
+                return None
+            domain = env.get_domain("py")
+            return domain.resolve_xref(env, node["refdoc"], app.builder, node["reftype"],
+                                       new_target, node, contnode)
+    return None
+
+
 def setup(app):
+    app.connect("missing-reference", link_reexported_names)
     app.connect("autodoc-skip-member", skip_foreign_members)
     # Before numpydoc (priority 500) parses the sections.
     app.connect("autodoc-process-docstring", join_continued_lines, priority=100)

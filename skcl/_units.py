@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from skcl._validation import is_numeric_labels
+from skcl._validation import check_same_kind
 
 SHARED = -1
 
@@ -80,10 +80,10 @@ class OutputUnits:
                     f"classes={classes.tolist()!r} misses classes already seen: "
                     f"{np.setdiff1d(known, classes).tolist()!r}"
                 )
-            _check_same_kind(classes, known, "classes")
+            check_same_kind(classes, known, "classes")
             known = classes if known is None else np.unique(np.concatenate([known, classes]))
             fixed = True
-        _check_same_kind(labels, known, "y")
+        check_same_kind(labels, known, "y")
         if fixed:
             unseen = np.setdiff1d(labels, known)
             if unseen.size:
@@ -156,14 +156,4 @@ class OutputUnits:
         one_to_one = len(unit_class) == len(self.classes)
         self.class_unit = (
             torch.from_numpy(np.argsort(unit_class)).to(device) if one_to_one else None
-        )
-
-
-def _check_same_kind(labels: np.ndarray, known: np.ndarray | None, name: str) -> None:
-    """Labels must be numbers when the known classes are, strings when they are strings."""
-    if known is not None and is_numeric_labels(labels) != is_numeric_labels(known):
-        raise ValueError(
-            f"{name} holds {'numbers' if is_numeric_labels(labels) else 'strings'} "
-            f"{labels.tolist()!r}, but the classes are "
-            f"{'numbers' if is_numeric_labels(known) else 'strings'}: {known.tolist()!r}"
         )

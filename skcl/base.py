@@ -40,23 +40,32 @@ from __future__ import annotations
 import copy
 import itertools
 from numbers import Integral, Real
-from typing import NamedTuple
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from skcl._batch import Batch, Step
+from skcl._call import (
+    Call,
+    Checkpoint,
+    Group,
+    View,
+    carry_state,
+    check_call,
+    new_optimizer,
+    softmax,
+)
 from skcl._guard import float64_copy, scoring_view, tensor_versions, training
 from skcl._units import OutputUnits
-from skcl._validation import check_labels, check_task_ids, groups_in_order, resolve_device
-from skcl.nn import SharedHead, make_mlp
+from skcl._validation import check_task_ids, groups_in_order, resolve_device
+from skcl.nn import SharedHead, make_mlp, seeded
 
 __all__ = ["Batch", "ContinualClassifier", "Step"]
 
@@ -281,7 +290,7 @@ class ContinualClassifier(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X, task_id=None):
         """Class probabilities (softmax of the scores), columns following ``classes_``."""
-        return _softmax(self._scores(X, task_id))
+        return softmax(self._scores(X, task_id))
 
     def predict_log_proba(self, X, task_id=None):
         """Logarithm of :meth:`predict_proba`."""
@@ -511,7 +520,7 @@ class ContinualClassifier(ClassifierMixin, BaseEstimator):
 
     def _all_or_nothing(self):
         """A context that restores the estimator's state if the block raises."""
-        return _Checkpoint(self)
+        return Checkpoint(self)
 
     def _make_trunk(self) -> nn.Module:
         if self.backbone is not None:
@@ -553,8 +562,7 @@ class ContinualClassifier(ClassifierMixin, BaseEstimator):
         """A newly initialised network with the output units registered so far, seeded
         from ``rng`` (the estimator's generator by default)."""
         rng = self._rng_ if rng is None else rng
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(rng.integers(2**62)))
+        with seeded(int(rng.integers(2**62))):
             network = self._make_network().to(self.device_)
         units = self.output_units_
         keys = sorted(units.unit, key=units.unit.get)
@@ -562,43 +570,11 @@ class ContinualClassifier(ClassifierMixin, BaseEstimator):
             network.add_units(task=key, n_new=len(list(run)), seed=int(rng.integers(2**62)))
         return network
 
-    def _check_call(self, X, y, task_id, classes, sample_weight, reset) -> _Call:
-        """Check a call's inputs and move its data to the device.
+    def _check_call(self, X, y, task_id, classes, sample_weight, reset) -> Call:
+        """Check a call's inputs and move its data to the device (:func:`check_call`)."""
+        return check_call(self, X, y, task_id, classes, sample_weight, reset)
 
-        With ``reset`` the estimator starts afresh (the caller's checkpoint
-        restores it if a check fails) and the network is built once the inputs
-        have passed.
-        """
-        if reset:
-            self._reset()
-        X, y = validate_data(self, X, y, reset=reset, dtype=np.float32)
-        check_labels(y)
-        task_ids = check_task_ids(task_id, X.shape[0])
-        weight = None
-        if sample_weight is not None:
-            weight = _check_sample_weight(sample_weight, X, dtype=np.float32,
-                                          ensure_non_negative=True)
-            weight = None if np.all(weight == 1) else weight
-        groups = [
-            _Group(task, rows, *np.unique(y if rows is None else y[rows], return_inverse=True))
-            for task, rows in groups_in_order(task_ids)
-        ]
-        labels = groups[0].labels if len(groups) == 1 else np.unique(np.concatenate(
-            [g.labels for g in groups]))
-        if classes is not None:
-            classes = np.unique(np.asarray(classes))
-        self.output_units_.check(labels, classes)
-        if reset:
-            self._build()
-        device = self.device_
-        data = _Data(
-            _as_tensor(X, device),
-            None if weight is None else _as_tensor(weight, device),
-            torch.from_numpy(task_ids).to(device),
-        )
-        return _Call(data, groups, classes)
-
-    def _enter(self, group: _Group, classes: np.ndarray | None,
+    def _enter(self, group: Group, classes: np.ndarray | None,
                open_task: bool = True) -> torch.Tensor:
         """Make ``group.task`` the open task, registering its classes and output units.
 
@@ -636,26 +612,14 @@ class ContinualClassifier(ClassifierMixin, BaseEstimator):
 
     def _new_optimizer(self, params: list, learning_rate: float | None = None):
         lr = self.learning_rate if learning_rate is None else learning_rate
-        params = [p for p in params if p.requires_grad]
-        if self.optimizer == "adam":
-            return torch.optim.Adam(params, lr=lr)
-        return torch.optim.SGD(params, lr=lr, momentum=self.momentum)
+        return new_optimizer(self.optimizer, params, lr, self.momentum)
 
     def _make_optimizer(self, carry_from: torch.optim.Optimizer | None = None):
         """The task's optimizer over ``_trainable_parameters()``; with ``carry_from``, each
         parameter keeps its state there, found by name (grown rows start from zero)."""
-        names = {id(p): name for name, p in self.network_.named_parameters()}
         optimizer = self._new_optimizer(list(self._trainable_parameters()))
-        params = optimizer.param_groups[0]["params"]
-        if carry_from is not None:
-            old = carry_from.param_groups[0]["params"]
-            by_name = {name: carry_from.state[p] for name, p in
-                       zip(self._optimizer_names_, old, strict=True) if p in carry_from.state}
-            for p in params:
-                state = by_name.get(names.get(id(p)))
-                if state is not None:
-                    optimizer.state[p] = {k: _grown(v, p) for k, v in state.items()}
-        self._optimizer_names_ = [names.get(id(p), "") for p in params]
+        self._optimizer_names_ = carry_state(optimizer, self.network_, carry_from,
+                                             self._optimizer_names_)
         return optimizer
 
     def _open_task(self, task: int) -> None:
@@ -670,8 +634,8 @@ class ContinualClassifier(ClassifierMixin, BaseEstimator):
         self._before_task(task)
         self._optimizer_ = self._make_optimizer()
 
-    def _scoring_view(self) -> _View:
-        return _View(self._scoring_network(), copy.deepcopy(self.output_units_))
+    def _scoring_view(self) -> View:
+        return View(self._scoring_network(), copy.deepcopy(self.output_units_))
 
     def _scores(self, X, task_id, with_classes: bool = False):
         check_is_fitted(self)
@@ -702,95 +666,3 @@ class ContinualClassifier(ClassifierMixin, BaseEstimator):
                 else:
                     scores[np.ix_(rows, outside)] = -np.inf
         return (scores, units.classes) if with_classes else scores
-
-
-class _View(NamedTuple):
-    """What predictions read: the scoring network and a copy of the unit bookkeeping."""
-
-    network: nn.Module
-    units: OutputUnits
-
-
-class _Checkpoint:
-    """Restores an estimator's ``__dict__`` when the block it guards raises.
-
-    Entered once per public call (nested entries do nothing). The copy is a
-    deep copy, so parameters, optimizer state, memories and generators come
-    back exactly as they were.
-    """
-
-    def __init__(self, estimator):
-        self.estimator = estimator
-
-    def __enter__(self):
-        est = self.estimator
-        self.outer = not est.__dict__.get("_in_call", False)
-        if self.outer:
-            self.saved = copy.deepcopy(est.__dict__)
-            est.__dict__["_in_call"] = True
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if not self.outer:
-            return False
-        est = self.estimator
-        if exc_type is not None:
-            est.__dict__.clear()
-            est.__dict__.update(self.saved)
-        est.__dict__.pop("_in_call", None)
-        return False
-
-
-def _grown(value, param: torch.Tensor):
-    """Optimizer state ``value`` padded with zero rows to ``param``'s shape."""
-    if not isinstance(value, torch.Tensor) or value.shape == param.shape or value.dim() == 0:
-        return value
-    pad = torch.zeros((param.shape[0] - value.shape[0], *value.shape[1:]), dtype=value.dtype,
-                      device=value.device)
-    return torch.cat([value, pad])
-
-
-class _Group(NamedTuple):
-    """The samples of one task in a call: ``rows`` (``None``: all), their sorted unique
-    labels and each sample's index into them."""
-
-    task: int
-    rows: np.ndarray | None
-    labels: np.ndarray
-    inverse: np.ndarray
-
-
-class _Data(NamedTuple):
-    """A call's samples on the device (labels are encoded per task, once registered)."""
-
-    X: torch.Tensor
-    weight: torch.Tensor | None
-    task: torch.Tensor
-
-    def select(self, rows: np.ndarray | None, units: torch.Tensor) -> Batch:
-        """The given rows as a :class:`Batch`, ``units`` being their encoded labels."""
-        if rows is None:
-            return Batch(self.X, units, self.weight, self.task)
-        index = torch.from_numpy(rows).to(self.X.device)
-        weight = None if self.weight is None else self.weight[index]
-        return Batch(self.X[index], units, weight, self.task[index])
-
-
-class _Call(NamedTuple):
-    """A checked call: its data, its task groups in order, and ``classes`` if given."""
-
-    data: _Data
-    groups: list[_Group]
-    classes: np.ndarray | None
-
-
-def _as_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
-    array = np.ascontiguousarray(array, dtype=np.float32)
-    tensor = torch.from_numpy(array) if array.flags.writeable else torch.tensor(array)
-    return tensor.to(device)
-
-
-def _softmax(scores: np.ndarray) -> np.ndarray:
-    shifted = scores - scores.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)

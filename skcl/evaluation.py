@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from skcl import metrics
 from skcl.datasets import SCENARIOS, Experience, TaskStream
+from skcl.nn import GLOBAL_RNG_LOCK
 from skcl.results import StreamResult, format_matrix, format_table
 
 __all__ = ["StreamResult", "evaluate_stream", "format_matrix", "format_table"]
@@ -49,6 +50,7 @@ def _global_rng_preserved() -> Iterator[None]:
     py_state = random.getstate()
     np_state = np.random.get_state()  # noqa: NPY002 - the legacy global state is saved
     with contextlib.ExitStack() as stack:
+        stack.enter_context(GLOBAL_RNG_LOCK)
         torch = sys.modules.get("torch")
         if torch is not None:
             devices = (

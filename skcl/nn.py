@@ -19,11 +19,40 @@ torch.Size([3, 2])
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+#: Held by whoever seeds or restores torch's process-wide generator, so that
+#: estimators built in threads of one process never draw from each other's seed.
+GLOBAL_RNG_LOCK = threading.RLock()
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run the block with torch's global generator seeded to ``seed``, then restore it.
+
+    Module constructors (``nn.Linear``) draw from the global generator; this
+    makes them reproducible, and thread-safe under :data:`GLOBAL_RNG_LOCK`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skcl.nn import seeded
+    >>> with seeded(0):
+    ...     a = torch.nn.Linear(2, 2).weight
+    >>> with seeded(0):
+    ...     b = torch.nn.Linear(2, 2).weight
+    >>> torch.equal(a, b)
+    True
+    """
+    with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def make_mlp(n_features: int, hidden_layer_sizes: Sequence[int]) -> nn.Sequential:
@@ -213,8 +242,7 @@ class TaskHeads(nn.Module):
         if key not in self.heads:
             device = self.unit_task.device
             if not self.shared_trunk:
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(seed)
+                with seeded(seed):
                     self.trunks[key] = self.make_trunk().to(device)
             width = output_width(self._trunk(task), self.n_features)
             self.heads[key] = IncrementalLinear(width).to(device)

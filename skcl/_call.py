@@ -1,0 +1,177 @@
+"""The plumbing of a ContinualClassifier call: checked inputs, checkpoints, optimizers."""
+
+from __future__ import annotations
+
+import copy
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from sklearn.utils.validation import _check_sample_weight, validate_data
+from torch import nn
+
+from skcl._batch import Batch
+from skcl._units import OutputUnits
+from skcl._validation import (
+    check_classes_argument,
+    check_labels,
+    check_task_ids,
+    groups_in_order,
+)
+
+
+def new_optimizer(kind: str, params: list, lr: float, momentum: float) -> torch.optim.Optimizer:
+    """SGD with momentum or Adam over the parameters that require gradients."""
+    params = [p for p in params if p.requires_grad]
+    if kind == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    return torch.optim.SGD(params, lr=lr, momentum=momentum)
+
+
+def carry_state(optimizer: torch.optim.Optimizer, network: nn.Module,
+                carry_from: torch.optim.Optimizer | None, old_names: list[str]) -> list[str]:
+    """Give each parameter of ``optimizer`` the state its namesake had in ``carry_from``
+    (whose parameters were named ``old_names``), rows added since starting from zero.
+
+    Returns the names of ``optimizer``'s parameters, for the next carry.
+    """
+    names = {id(p): name for name, p in network.named_parameters()}
+    params = optimizer.param_groups[0]["params"]
+    if carry_from is not None:
+        old = carry_from.param_groups[0]["params"]
+        by_name = {name: carry_from.state[p] for name, p in
+                   zip(old_names, old, strict=True) if p in carry_from.state}
+        for p in params:
+            state = by_name.get(names.get(id(p)))
+            if state is not None:
+                optimizer.state[p] = {k: _grown(v, p) for k, v in state.items()}
+    return [names.get(id(p), "") for p in params]
+
+
+def check_call(est, X, y, task_id, classes, sample_weight, reset: bool) -> Call:
+    """Check the inputs of a call to ``est`` and move its data to the device.
+
+    With ``reset`` the estimator starts afresh (the caller's checkpoint
+    restores it if a check fails) and the network is built once the inputs
+    have passed.
+    """
+    if reset:
+        est._reset()
+    X, y = validate_data(est, X, y, reset=reset, dtype=np.float32)
+    check_labels(y)
+    task_ids = check_task_ids(task_id, X.shape[0], y=y)
+    weight = None
+    if sample_weight is not None:
+        weight = _check_sample_weight(sample_weight, X, dtype=np.float32,
+                                      ensure_non_negative=True)
+        weight = None if np.all(weight == 1) else weight
+    groups = [
+        Group(task, rows, *np.unique(y if rows is None else y[rows], return_inverse=True))
+        for task, rows in groups_in_order(task_ids)
+    ]
+    labels = groups[0].labels if len(groups) == 1 else np.unique(np.concatenate(
+        [g.labels for g in groups]))
+    if classes is not None:
+        classes = check_classes_argument(classes)
+    est.output_units_.check(labels, classes)
+    if reset:
+        est._build()
+    device = est.device_
+    data = Data(
+        as_tensor(X, device),
+        None if weight is None else as_tensor(weight, device),
+        torch.from_numpy(task_ids).to(device),
+    )
+    return Call(data, groups, classes)
+
+
+class View(NamedTuple):
+    """What predictions read: the scoring network and a copy of the unit bookkeeping."""
+
+    network: nn.Module
+    units: OutputUnits
+
+
+class Checkpoint:
+    """Restores an estimator's ``__dict__`` when the block it guards raises.
+
+    Entered once per public call (nested entries do nothing). The copy is a
+    deep copy, so parameters, optimizer state, memories and generators come
+    back exactly as they were.
+    """
+
+    def __init__(self, estimator):
+        self.estimator = estimator
+
+    def __enter__(self):
+        est = self.estimator
+        self.outer = not est.__dict__.get("_in_call", False)
+        if self.outer:
+            self.saved = copy.deepcopy(est.__dict__)
+            est.__dict__["_in_call"] = True
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if not self.outer:
+            return False
+        est = self.estimator
+        if exc_type is not None:
+            est.__dict__.clear()
+            est.__dict__.update(self.saved)
+        est.__dict__.pop("_in_call", None)
+        return False
+
+
+def _grown(value, param: torch.Tensor):
+    """Optimizer state ``value`` padded with zero rows to ``param``'s shape."""
+    if not isinstance(value, torch.Tensor) or value.shape == param.shape or value.dim() == 0:
+        return value
+    pad = torch.zeros((param.shape[0] - value.shape[0], *value.shape[1:]), dtype=value.dtype,
+                      device=value.device)
+    return torch.cat([value, pad])
+
+
+class Group(NamedTuple):
+    """The samples of one task in a call: ``rows`` (``None``: all), their sorted unique
+    labels and each sample's index into them."""
+
+    task: int
+    rows: np.ndarray | None
+    labels: np.ndarray
+    inverse: np.ndarray
+
+
+class Data(NamedTuple):
+    """A call's samples on the device (labels are encoded per task, once registered)."""
+
+    X: torch.Tensor
+    weight: torch.Tensor | None
+    task: torch.Tensor
+
+    def select(self, rows: np.ndarray | None, units: torch.Tensor) -> Batch:
+        """The given rows as a :class:`Batch`, ``units`` being their encoded labels."""
+        if rows is None:
+            return Batch(self.X, units, self.weight, self.task)
+        index = torch.from_numpy(rows).to(self.X.device)
+        weight = None if self.weight is None else self.weight[index]
+        return Batch(self.X[index], units, weight, self.task[index])
+
+
+class Call(NamedTuple):
+    """A checked call: its data, its task groups in order, and ``classes`` if given."""
+
+    data: Data
+    groups: list[Group]
+    classes: np.ndarray | None
+
+
+def as_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    tensor = torch.from_numpy(array) if array.flags.writeable else torch.tensor(array)
+    return tensor.to(device)
+
+
+def softmax(scores: np.ndarray) -> np.ndarray:
+    shifted = scores - scores.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)

@@ -113,7 +113,7 @@ class GEMSpy(GEMClassifier):
         G = per_task_reference(self.network_, params, self.memory_.items(tasks), bounds)
         _, v = kernels.gem_project(G, g, margin=self.memory_strength, eps=_GEM_EPS,
                                    return_dual=True)
-        self.records_.append((G @ g, G @ g_proj, v))
+        self.records_.append((G @ g, G @ g_proj, v, G.pow(2).sum(1)))
 
 
 def test_gem_projected_gradient_keeps_every_old_task_loss_from_rising(stream):
@@ -122,13 +122,14 @@ def test_gem_projected_gradient_keeps_every_old_task_loss_from_rising(stream):
         clf.partial_fit(exp.X_train, exp.y_train, task_id=exp.task_id)
     projected = [r for r in clf.records_ if r[2] is not None]
     assert len(projected) > 5  # constraints were violated and the kernel projected
-    for before, after, v in clf.records_:
+    for before, after, v, norms2 in clf.records_:
         if v is None:  # no violation: g itself, <g, g_k> >= 0 already
             assert (before >= 0).all()
             assert torch.equal(before, after)
         else:
-            # KKT of the dual: G g' = lambda - eps v >= -eps v (exactly 0 slack when eps = 0)
-            bound = -_GEM_EPS * torch.as_tensor(v, dtype=after.dtype)
+            # KKT of the dual with the row-scaled ridge eps diag(G G^T):
+            # G g' = lambda - eps |g_k|^2 v >= -eps |g_k|^2 v (0 slack when eps = 0)
+            bound = -_GEM_EPS * torch.as_tensor(v, dtype=after.dtype) * norms2
             assert (after >= bound - 1e-4 * before.abs().max()).all()
             assert (before < 0).any()
     assert sum((r[1] < 0).any().item() for r in clf.records_) < len(clf.records_)

@@ -88,7 +88,7 @@ def per_task_gradients(network: nn.Module, params: list[torch.Tensor], batch: Ba
     padded, m = _pad_tasks(batch, bounds)
     sizes = [p.numel() for p in params]
     offsets = dict(zip((id(p) for p in params), _cumsum(sizes), strict=True))
-    G = torch.empty((t, sum(sizes)), dtype=torch.float32, device=batch.X.device)
+    G = torch.zeros((t, sum(sizes)), dtype=torch.float32, device=batch.X.device)
     layers = linear_layers(network, params)
 
     def memory_losses():
@@ -210,9 +210,14 @@ class GEMClassifier(_EpisodicProjection):
               \langle g', g_k \rangle \ge 0 \;\; \forall k < t,
 
     solved, when some :math:`\langle g, g_k \rangle < 0`, through its dual
-    :math:`\min_v \tfrac12 v^\top (GG^\top + \epsilon I) v + (Gg)^\top v` s.t.
-    :math:`v \ge` ``memory_strength``, :math:`g' = G^\top v + g`
-    (:func:`skcl.kernels.gem_project`, :math:`\epsilon = 10^{-3}`). A positive
+
+    .. math:: \min_v \tfrac12 v^\top (GG^\top + \epsilon\,\mathrm{diag}(GG^\top)) v
+              + (Gg)^\top v \quad \text{s.t.} \quad v \ge m,
+
+    :math:`m` = ``memory_strength``, :math:`g' = G^\top v + g`
+    (:func:`skcl.kernels.gem_project`, :math:`\epsilon = 10^{-3}`; the paper's
+    code adds :math:`\epsilon I`, which a row-scaled ridge replaces so that
+    memory gradients of any norm keep their constraint). A positive
     ``memory_strength`` pushes :math:`g'` inside the cone, the paper's bias
     toward positive backward transfer. The :math:`t - 1` memory gradients come
     from one batched backward pass over the whole memory

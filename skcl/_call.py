@@ -85,6 +85,41 @@ def check_call(est, X, y, task_id, classes, sample_weight, reset: bool) -> Call:
     return Call(data, groups, classes)
 
 
+_PREDICT_CHUNK = 8192
+
+
+def class_scores(view: View, X: np.ndarray, task_ids: np.ndarray | None,
+                 device: torch.device) -> np.ndarray:
+    """Scores of shape (n_samples, n_classes) read from a scoring view, in float64.
+
+    With ``task_ids``, classes outside each sample's task score ``-inf``.
+    """
+    units = view.units
+    if task_ids is not None:
+        unknown = np.setdiff1d(task_ids, units.tasks)
+        if unknown.size:
+            raise ValueError(
+                f"task_id {unknown.tolist()} was never seen; tasks seen: {units.tasks}"
+            )
+    X_t = torch.from_numpy(np.asarray(X, dtype=np.float64)).to(device)
+    tasks_t = None if task_ids is None else torch.from_numpy(task_ids).to(device)
+    chunks = []
+    with torch.no_grad():
+        for start in range(0, X_t.shape[0], _PREDICT_CHUNK):
+            stop = start + _PREDICT_CHUNK
+            task_chunk = None if tasks_t is None else tasks_t[start:stop]
+            chunks.append(units.class_scores(view.network(X_t[start:stop], task_chunk)))
+    scores = torch.cat(chunks).double().cpu().numpy()
+    if task_ids is not None:
+        for task, rows in groups_in_order(task_ids):
+            outside = ~np.isin(units.classes, units.task_classes[task])
+            if rows is None:
+                scores[:, outside] = -np.inf
+            else:
+                scores[np.ix_(rows, outside)] = -np.inf
+    return scores
+
+
 class View(NamedTuple):
     """What predictions read: the scoring network and a copy of the unit bookkeeping."""
 

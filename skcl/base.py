@@ -59,17 +59,16 @@ from skcl._call import (
     View,
     carry_state,
     check_call,
+    class_scores,
     new_optimizer,
     softmax,
 )
 from skcl._guard import float64_copy, scoring_view, tensor_versions, training
 from skcl._units import OutputUnits
-from skcl._validation import check_task_ids, groups_in_order, resolve_device
-from skcl.nn import SharedHead, make_mlp, seeded
+from skcl._validation import check_task_ids, resolve_device
+from skcl.nn import SharedHead, make_trunk, seeded
 
 __all__ = ["Batch", "ContinualClassifier", "Step"]
-
-_PREDICT_CHUNK = 8192
 
 
 class ContinualClassifier(ClassifierMixin, BaseEstimator):
@@ -522,21 +521,11 @@ class ContinualClassifier(ClassifierMixin, BaseEstimator):
         """A context that restores the estimator's state if the block raises."""
         return Checkpoint(self)
 
-    def _make_trunk(self) -> nn.Module:
-        if self.backbone is not None:
-            trunk = self.backbone(self.n_features_in_)
-            if not isinstance(trunk, nn.Module):
-                raise TypeError(
-                    f"backbone must return a torch.nn.Module, got {type(trunk).__name__}"
-                )
-            return trunk
-        sizes = np.asarray(self.hidden_layer_sizes).ravel()
-        if sizes.size and (sizes.dtype.kind not in "iu" or sizes.min() < 1):
-            raise ValueError(
-                "hidden_layer_sizes must be a tuple of positive integers, got "
-                f"{self.hidden_layer_sizes!r}"
-            )
-        return make_mlp(self.n_features_in_, [int(s) for s in sizes])
+    def _make_trunk(self, linear: type[nn.Module] | None = None) -> nn.Module:
+        """The trunk: the user's ``backbone``, or the MLP built with ``linear`` layers
+        (:func:`skcl.nn.make_trunk`)."""
+        return make_trunk(self.n_features_in_, self.hidden_layer_sizes, self.backbone, linear,
+                          owner=type(self).__name__)
 
     def _next_seed(self) -> int:
         """A seed for torch from the estimator's generator (reproducible per random_state)."""
@@ -638,31 +627,10 @@ class ContinualClassifier(ClassifierMixin, BaseEstimator):
         return View(self._scoring_network(), copy.deepcopy(self.output_units_))
 
     def _scores(self, X, task_id, with_classes: bool = False):
+        """Class scores of ``X`` from the scoring view (:func:`skcl._call.class_scores`)."""
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=np.float32)
-        task_ids = check_task_ids(task_id, X.shape[0], allow_none=True)
         view = scoring_view(self, self._scoring_view, self._scoring_key)
-        units = view.units
-        if task_ids is not None:
-            unknown = np.setdiff1d(task_ids, units.tasks)
-            if unknown.size:
-                raise ValueError(
-                    f"task_id {unknown.tolist()} was never seen; tasks seen: {units.tasks}"
-                )
-        X_t = torch.from_numpy(np.asarray(X, dtype=np.float64)).to(self.device_)
-        tasks_t = None if task_ids is None else torch.from_numpy(task_ids).to(self.device_)
-        chunks = []
-        with torch.no_grad():
-            for start in range(0, X_t.shape[0], _PREDICT_CHUNK):
-                stop = start + _PREDICT_CHUNK
-                task_chunk = None if tasks_t is None else tasks_t[start:stop]
-                chunks.append(units.class_scores(view.network(X_t[start:stop], task_chunk)))
-        scores = torch.cat(chunks).double().cpu().numpy()
-        if task_ids is not None:
-            for task, rows in groups_in_order(task_ids):
-                outside = ~np.isin(units.classes, units.task_classes[task])
-                if rows is None:
-                    scores[:, outside] = -np.inf
-                else:
-                    scores[np.ix_(rows, outside)] = -np.inf
-        return (scores, units.classes) if with_classes else scores
+        scores = class_scores(view, X, check_task_ids(task_id, X.shape[0], allow_none=True),
+                              self.device_)
+        return (scores, view.units.classes) if with_classes else scores

@@ -6,6 +6,20 @@ label and, for per-task heads, to one task. Units are only ever appended, so
 indices stored by a method (replay buffers, exemplar sets) stay valid as the
 output layer grows.
 
+The network contract, which every network here follows and every method
+relies on instead of reaching into a network's attributes:
+
+- ``forward(x, task)``: logits over all units (``task`` a tensor of per-sample
+  ids, one id, or ``None``);
+- ``features(x, task)``: the representation the output layer reads;
+- ``add_units(task, n_new, seed)``: append output units (for ``task``'s head
+  where heads are per task);
+- ``n_units``: the number of output units.
+
+Trunks are built by :func:`make_trunk` through a layer factory, so a method
+asks for masked, gated or column layers without copying the MLP builder, and
+:class:`TaskSequential` hands the task to the layers that take it.
+
 Examples
 --------
 >>> import torch
@@ -23,6 +37,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -55,8 +70,42 @@ def seeded(seed: int) -> Iterator[None]:
         yield
 
 
-def make_mlp(n_features: int, hidden_layer_sizes: Sequence[int]) -> nn.Sequential:
-    """Build the default trunk: ``Linear -> ReLU`` for each hidden layer.
+class TaskSequential(nn.Sequential):
+    """A sequence of layers that hands the task to the layers that take one.
+
+    A layer whose ``takes_task`` attribute is true is called as
+    ``layer(x, task)`` (a task id per sample, one id, a richer task context
+    such as a gate slope, or ``None``); every other layer as ``layer(x)``.
+    Slicing keeps the type, so a trunk cut in two (latent replay) still
+    passes the task on.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skcl.nn import TaskSequential
+    >>> class AddTask(torch.nn.Module):
+    ...     takes_task = True
+    ...     def forward(self, x, task):
+    ...         return x + task
+    >>> TaskSequential(torch.nn.Identity(), AddTask())(torch.zeros(1), 3).item()
+    3.0
+    """
+
+    def forward(self, x: torch.Tensor, task=None) -> torch.Tensor:
+        for layer in self:
+            x = layer(x, task) if getattr(layer, "takes_task", False) else layer(x)
+        return x
+
+
+def call_trunk(trunk: nn.Module, x: torch.Tensor, task=None) -> torch.Tensor:
+    """``trunk(x, task)`` for a :class:`TaskSequential`, ``trunk(x)`` for any other module
+    (a user's backbone)."""
+    return trunk(x, task) if isinstance(trunk, TaskSequential) else trunk(x)
+
+
+def make_mlp(n_features: int, hidden_layer_sizes: Sequence[int],
+             linear: Callable[[int, int], nn.Module] = nn.Linear) -> TaskSequential:
+    """Build the default trunk: ``linear -> ReLU`` for each hidden layer.
 
     Parameters
     ----------
@@ -64,16 +113,19 @@ def make_mlp(n_features: int, hidden_layer_sizes: Sequence[int]) -> nn.Sequentia
         Input width.
     hidden_layer_sizes : sequence of int
         Width of each hidden layer; empty gives an identity trunk (a linear model).
+    linear : callable, default=torch.nn.Linear
+        ``linear(in_features, out_features)`` builds each layer: the layer
+        factory through which a method asks for masked, gated or column layers.
 
     Returns
     -------
-    trunk : torch.nn.Sequential
+    trunk : TaskSequential
 
     Examples
     --------
     >>> from skcl.nn import make_mlp
     >>> make_mlp(64, (256, 256))
-    Sequential(
+    TaskSequential(
       (0): Linear(in_features=64, out_features=256, bias=True)
       (1): ReLU()
       (2): Linear(in_features=256, out_features=256, bias=True)
@@ -83,9 +135,50 @@ def make_mlp(n_features: int, hidden_layer_sizes: Sequence[int]) -> nn.Sequentia
     layers: list[nn.Module] = []
     width = n_features
     for size in hidden_layer_sizes:
-        layers += [nn.Linear(width, int(size)), nn.ReLU()]
+        layers += [linear(width, int(size)), nn.ReLU()]
         width = int(size)
-    return nn.Sequential(*layers)
+    return TaskSequential(*layers)
+
+
+def make_trunk(n_features: int, hidden_layer_sizes, backbone=None,
+               linear: Callable[[int, int], nn.Module] | None = None,
+               owner: str = "this estimator") -> nn.Module:
+    """The trunk of an estimator: ``backbone(n_features)``, or the MLP of ``hidden_layer_sizes``.
+
+    Parameters
+    ----------
+    n_features : int
+    hidden_layer_sizes : array-like of int
+    backbone : callable, default=None
+        ``backbone(n_features) -> torch.nn.Module``.
+    linear : callable, default=None
+        Layer factory of :func:`make_mlp`. A method that needs its own layers
+        passes it, and then cannot take a backbone: that raises ``ValueError``.
+    owner : str
+        Who asks (named in error messages).
+
+    Examples
+    --------
+    >>> from skcl.nn import make_trunk
+    >>> len(make_trunk(4, (8, 8)))
+    4
+    """
+    if backbone is not None:
+        if linear is not None:
+            raise ValueError(
+                f"{owner} builds its trunk from its own layers ({linear.__name__}), so it "
+                "cannot take a backbone; set hidden_layer_sizes instead"
+            )
+        trunk = backbone(n_features)
+        if not isinstance(trunk, nn.Module):
+            raise TypeError(f"backbone must return a torch.nn.Module, got {type(trunk).__name__}")
+        return trunk
+    sizes = np.asarray(hidden_layer_sizes).ravel()
+    if sizes.size and (sizes.dtype.kind not in "iu" or sizes.min() < 1):
+        raise ValueError(
+            f"hidden_layer_sizes must be a tuple of positive integers, got {hidden_layer_sizes!r}"
+        )
+    return make_mlp(n_features, [int(s) for s in sizes], linear or nn.Linear)
 
 
 def output_width(trunk: nn.Module, n_features: int) -> int:
@@ -181,11 +274,11 @@ class SharedHead(nn.Module):
         self.head.grow(n_new, seed)
 
     def features(self, x: torch.Tensor, task: torch.Tensor | int | None = None) -> torch.Tensor:
-        """The trunk's output (the representation the head reads; the same for every task)."""
-        return self.trunk(x)
+        """The trunk's output, the representation the head reads."""
+        return call_trunk(self.trunk, x, task)
 
     def forward(self, x: torch.Tensor, task: torch.Tensor | int | None = None) -> torch.Tensor:
-        return self.head(self.trunk(x))
+        return self.head(self.features(x, task))
 
 
 class TaskHeads(nn.Module):
@@ -252,14 +345,15 @@ class TaskHeads(nn.Module):
 
     def features(self, x: torch.Tensor, task: int) -> torch.Tensor:
         """The representation ``task``'s head reads."""
-        return self._trunk(task)(x)
+        return call_trunk(self._trunk(task), x, task)
 
     def forward(self, x: torch.Tensor, task: torch.Tensor | int | None = None) -> torch.Tensor:
         out = x.new_full((x.shape[0], self.n_units), float("-inf"))
         tasks = self._tasks_to_run(task, x.shape[0])
-        shared = self.trunks["shared"](x) if self.shared_trunk and tasks else None
+        shared = (call_trunk(self.trunks["shared"], x, task) if self.shared_trunk and tasks
+                  else None)
         for t, rows in tasks:
-            feats = shared if shared is not None else self._trunk(t)(x)
+            feats = shared if shared is not None else call_trunk(self._trunk(t), x, t)
             units = torch.nonzero(self.unit_task == t).flatten()
             logits = self.heads[str(t)](feats if rows is None else feats[rows])
             if rows is None:

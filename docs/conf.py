@@ -112,6 +112,7 @@ API_MODULES = [
     ("skcl.nn", "Networks", "Trunks, growing output layers and per-task heads."),
     ("skcl.kernels", "Compiled kernels", "The one door to the C++ and CUDA code."),
     ("skcl.pipeline", "Pipelines", "scikit-learn pipelines with ``partial_fit``."),
+    ("skcl.scoring", "Scorers", "scikit-learn scorers that pass ``task_id`` on."),
     ("skcl.model_selection", "Hyperparameter search",
      "Searches that score candidates on streams without their test data."),
     ("skcl.tabular", "Data files", "Streams from CSV, Parquet and ``.npz`` files."),

@@ -53,7 +53,8 @@ run = run_bench(
     progress=False,
 )
 cluster.close()
-print(f"{len(run.ran)} cells ran, {len(run.failed)} failed; report in {run.report.name}")
+print(f"{len(run.ran)} cells ran, {len(run.failed)} failed")
+print("\n".join(run.report.read_text().splitlines()[:5]))
 
 # %%
 # Run again: nothing left to do
@@ -69,9 +70,9 @@ print(f"{len(again.ran)} cells ran, {len(again.reused)} reused")
 # %%
 # The results
 # -----------
-# Each cell's record holds the accuracy matrix and its metrics.
-# ``REPORT.md`` has the same as tables and figures; here we plot the mean
-# ACC over seeds.
+# Each cell's record in ``run.cells`` holds the accuracy matrix and its
+# metrics; ``REPORT.md`` shows them as tables and figures. Here we plot the
+# mean ACC over seeds.
 names = ["naive", "replay", "ewc"]
 fig, ax = plt.subplots(figsize=(6, 3.5))
 for k, scenario in enumerate(["class", "task"]):
@@ -85,4 +86,3 @@ ax.set_ylim(0, 1)
 ax.legend(title="scenario")
 fig.tight_layout()
 
-print("\n".join(run.report.read_text().splitlines()[:12]))

@@ -49,7 +49,6 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 from torch.nn import functional as F
-from tqdm.auto import tqdm
 
 from skcl._batch import Batch, Step
 from skcl._call import (
@@ -64,6 +63,7 @@ from skcl._call import (
     softmax,
 )
 from skcl._guard import float64_copy, scoring_view, tensor_versions, training
+from skcl._loop import run_epoch
 from skcl._units import OutputUnits
 from skcl._validation import check_task_ids, resolve_device
 from skcl.nn import SharedHead, make_trunk, seeded
@@ -417,7 +417,7 @@ class ContinualClassifier(ClassifierMixin, BaseEstimator):
 
     def _run_epoch(self, samples: Batch) -> None:
         """One epoch of the task's training over the given (already encoded) samples."""
-        self._epoch(samples, self.network_, self._optimizer_, self._rng_, self._forward, None,
+        run_epoch(self, samples, self.network_, self._optimizer_, self._rng_, self._forward, None,
                     hooks=True, epoch=self._epochs_in_task_)
         self._epochs_in_task_ += 1
 
@@ -464,56 +464,8 @@ class ContinualClassifier(ClassifierMixin, BaseEstimator):
         params = list(default_params() if parameters is None else parameters)
         optimizer = self._new_optimizer(params, learning_rate)
         for epoch in range(epochs):
-            self._epoch(samples, network, optimizer, self._rng_ if rng is None else rng,
+            run_epoch(self, samples, network, optimizer, self._rng_ if rng is None else rng,
                         forward or default_forward, loss, hooks, epoch)
-
-    def _epoch(self, samples: Batch, network: nn.Module, optimizer, rng, forward, loss_fn,
-               hooks: bool, epoch: int) -> None:
-        n, size = samples.n, self.batch_size
-        order = torch.from_numpy(rng.permutation(n)).to(samples.X.device)
-        task = samples.task
-        # One task for the whole epoch (the usual case): slice a constant instead of indexing.
-        single_task = task[:size] if bool((task == task[0]).all()) else None
-        network.train()
-        starts = range(0, n, size)
-        if self.verbose > 0:
-            starts = tqdm(starts, desc=f"task {self.current_task_}", unit="batch", leave=False)
-        finite = None
-        n_batches = -(-n // size)
-        for index, start in enumerate(starts):
-            step = Step(epoch, index, n_batches)
-            idx = order[start:start + size]
-            batch = Batch(*(None if f is None else f[idx] for f in samples))
-            if single_task is not None:
-                batch = batch._replace(task=single_task[:idx.shape[0]])
-            if hooks:
-                batch = self._training_batch(batch, step)
-            optimizer.zero_grad(set_to_none=True)
-            logits = forward(batch, step)
-            if loss_fn is None:
-                loss = self._loss(logits, batch)
-                penalty = self._penalty()
-                if penalty is not None:
-                    loss = loss + penalty
-            else:
-                loss = loss_fn(logits, batch)
-            loss.backward()
-            ok = torch.isfinite(loss.detach())
-            finite = ok if finite is None else finite & ok
-            if hooks:
-                self._after_backward(batch, step)
-            optimizer.step()
-            if hooks:
-                self._after_step(batch, step)
-        if finite is not None and not bool(finite):
-            scale = float(samples.X.abs().max()) if samples.X.numel() else 0.0
-            raise FloatingPointError(
-                f"training diverged on task {self.current_task_}: the loss became infinite or "
-                f"NaN. Likely causes: inputs on a large scale (max |X| = {scale:.3g}; "
-                f"standardize them), sample weights too large, learning_rate="
-                f"{self.learning_rate} too high, or the method's strength. The estimator "
-                "was left as it was before this call."
-            )
 
     # ------------------------------------------------------------------ internals
 

@@ -119,6 +119,8 @@ API_MODULES = [
     ("skcl.bench", "Benchmark grids", "Estimators x streams x scenarios x seeds."),
     ("skcl.registry", "Estimator registry", "Every public estimator and its names."),
     ("skcl.base", "Training-loop types", "Types the training loop and the memories share."),
+    # Listed ahead of time: a module here that does not exist yet is skipped.
+    ("skcl.components", "Components", "Mechanics estimators hold: penalties, snapshots."),
 ]
 
 

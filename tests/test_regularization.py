@@ -17,6 +17,7 @@ from skcl import (
     SIClassifier,
 )
 from skcl.base import Batch
+from skcl.components import stiffness_limit
 from skcl.datasets import load_permuted_digits, load_split_digits
 from skcl.strategies.imm import mean_imm, mode_imm
 from skcl.strategies.importance import ImportancePenalty, TaskSample
@@ -127,13 +128,13 @@ def test_stiffness_is_clipped_at_half_the_sgd_stability_limit(split):
     clf = train(EWCClassifier(**SMALL, ewc_lambda=1e6), split[:1])
     train(clf, split[1:2], epochs=1, end=False)
     cap = (1 + clf.momentum) / clf.learning_rate
-    for name, k in clf._stiffness_.items():
+    for name, k in clf.penalty_.stiffness.items():
         raw = clf.ewc_lambda * clf.importance_[name]
         torch.testing.assert_close(k, raw.clamp(max=cap))
-    assert max(k.max().item() for k in clf._stiffness_.values()) == pytest.approx(cap)
+    assert max(k.max().item() for k in clf.penalty_.stiffness.values()) == pytest.approx(cap)
     unclipped = train(EWCClassifier(**SMALL, ewc_lambda=1e6, clip_stiffness=False), split[:1])
     train(unclipped, split[1:2], epochs=1, end=False)
-    assert max(k.max().item() for k in unclipped._stiffness_.values()) > 100 * cap
+    assert max(k.max().item() for k in unclipped.penalty_.stiffness.values()) > 100 * cap
 
 
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
@@ -150,8 +151,7 @@ def test_sgd_on_a_quadratic_is_stable_only_below_the_stiffness_limit(momentum):
             (0.5 * k * theta.square()).sum().backward()
             optimizer.step()
         assert (abs(theta.item()) < 1e-3) is stable
-    clf = EWCClassifier(learning_rate=lr, momentum=momentum)
-    assert clf._max_stiffness() == pytest.approx(limit / 2)
+    assert stiffness_limit("sgd", lr, momentum) == pytest.approx(limit / 2)
 
 
 def test_clip_is_what_keeps_ewc_finite_at_the_protocols_split_lambda(split):

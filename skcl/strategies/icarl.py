@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from numbers import Integral
 
 import numpy as np
@@ -13,6 +12,7 @@ from torch.nn import functional as F
 
 from skcl._guard import float64_copy
 from skcl.base import Batch, ContinualClassifier
+from skcl.components import FrozenSnapshot
 from skcl.memory import ExemplarSets, SampleStore, as_replay, concat_batches, take
 
 
@@ -101,12 +101,12 @@ max_epochs, device, random_state, verbose
         super()._initialize()
         self.exemplars_ = ExemplarSets(self.memory_size)
         self._task_data_ = SampleStore()
-        self._old_network_ = None
+        self._old_network_ = FrozenSnapshot()
         self._distilled_units_ = torch.empty(0, dtype=torch.long, device=self.device_)
 
     def _observe(self, samples: Batch) -> None:
         self._task_data_.add(samples)
-        if self._old_network_ is not None:
+        if self._old_network_.n_units:
             current = {self.output_units_.of(label)
                        for label in self.task_classes_[self.current_task_]}
             old = [u for u in range(self._old_network_.n_units) if u not in current]
@@ -118,8 +118,7 @@ max_epochs, device, random_state, verbose
     def _loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
         targets = F.one_hot(batch.y, logits.shape[1]).to(logits.dtype)
         if self._distilled_units_.numel():
-            with torch.no_grad():
-                q = torch.sigmoid(self._old_network_(batch.X, batch.task))
+            q = torch.sigmoid(self._old_network_(batch.X, batch.task))
             units = self._distilled_units_
             targets[:, units] = q[:, units]
         loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").sum(1)
@@ -140,7 +139,7 @@ max_epochs, device, random_state, verbose
                 candidates[unit] = (rows, self._features(rows.X))
             self.exemplars_.update(candidates)
         self._task_data_ = SampleStore()
-        self._old_network_ = copy.deepcopy(self.network_).eval().requires_grad_(False)
+        self._old_network_.refresh(self.network_)
 
     # ------------------------------------------------------------------ prediction
 

@@ -12,7 +12,7 @@ from torch import nn
 
 from skcl.base import Batch
 from skcl.kernels import fisher_diagonal
-from skcl.strategies.importance import ImportancePenalty
+from skcl.strategies.importance import ImportancePenalty, network_importance
 
 Params = dict[str, torch.Tensor]
 
@@ -123,13 +123,12 @@ class IMMClassifier(ImportancePenalty):
     (otherwise every task starts from the initial weights), and L2-transfer
     trains task :math:`k` on
     :math:`\mathcal{L}_k(\theta) + \lambda \lVert \theta - \theta_{k-1} \rVert_2^2`
-    (the quadratic penalty of :class:`~skcl.strategies.importance.ImportancePenalty`
-    with unit importance). Training continues from each task's own solution;
-    the merged parameters are used for prediction, the open task's current
-    solution merged in while a task is open (so a stream that never calls
-    ``end_task`` predicts with the method's merge, not the network being
-    trained). Output units added by a later task are merged over the
-    solutions that have them.
+    (a :class:`~skcl.components.QuadraticPenalty` with unit importance).
+    Training continues from each task's own solution; the merged parameters
+    are used for prediction, the open task's current solution merged in while
+    a task is open (so a stream that never calls ``end_task`` predicts with the
+    method's merge, not the network being trained). Output units added by a
+    later task are merged over the solutions that have them.
 
     Parameters
     ----------
@@ -237,7 +236,7 @@ max_epochs, device, random_state, verbose
         super()._observe(samples)
 
     def _after_task(self, task: int) -> None:
-        self.solutions_.append(self._parameter_snapshot())
+        self.solutions_.append(self._solution())
         self.fishers_.append(self._task_fisher())
         self.merged_ = self._merged(self.solutions_, self.fishers_)
         super()._after_task(task)
@@ -247,7 +246,7 @@ max_epochs, device, random_state, verbose
         X, y = self._task_sample_.tensors()
         if X is None:
             return {name: torch.zeros_like(p) for name, p in self.network_.named_parameters()}
-        return self._importance_kernel(fisher_diagonal, X, y)
+        return network_importance(fisher_diagonal, self.network_, X, y)
 
     def _merged(self, solutions: list[Params], fishers: list[Params]) -> Params:
         if self.merge == "mode":
@@ -257,13 +256,12 @@ max_epochs, device, random_state, verbose
     def _importance(self, task: int) -> Params | None:
         if self.l2_transfer == 0:
             return None
-        trainable = {name for name, p in self.network_.named_parameters() if p.requires_grad}
-        return {name: torch.ones_like(p) for name, p in self._parameter_snapshot().items()
-                if name in trainable}
+        return {name: torch.ones_like(p) for name, p in self.network_.named_parameters()
+                if p.requires_grad}
 
     def _consolidate(self, importance: Params) -> None:
-        self.importance_ = {}
-        super()._consolidate(importance)
+        # Only the distance to the latest solution is penalised.
+        self.penalty_.consolidate(importance, dict(self.network_.named_parameters()), decay=0.0)
 
     def _scoring_network(self) -> nn.Module:
         """The merged network. With a task open, the merge includes the open task's
@@ -273,7 +271,7 @@ max_epochs, device, random_state, verbose
         merged = self.merged_
         if self.current_task_ is not None and self.solutions_:
             fishers = [*self.fishers_, self._task_fisher()] if self.merge == "mode" else []
-            merged = self._merged([*self.solutions_, self._parameter_snapshot()], fishers)
+            merged = self._merged([*self.solutions_, self._solution()], fishers)
         elif self.current_task_ is not None:
             merged = None
         if merged is not None:
@@ -282,6 +280,10 @@ max_epochs, device, random_state, verbose
                     rows = merged[name].shape[0]
                     p[:rows].copy_(merged[name])
         return network
+
+    def _solution(self) -> Params:
+        """Detached clones of the network's parameters, by name."""
+        return {n: p.detach().clone() for n, p in self.network_.named_parameters()}
 
     def _record_initial(self) -> None:
         """Remember the initial values of parameters and of output units added since."""

@@ -1,38 +1,24 @@
-r"""The importance-weighted quadratic penalty shared by EWC, online EWC, SI, MAS and IMM.
+r"""The family of importance-weighted quadratic penalties: EWC, online EWC, SI, MAS, IMM.
 
-At the end of each task every parameter :math:`\theta_i` receives an importance
-:math:`\Omega_i` and an anchor :math:`\theta^*_i` (a detached copy of its value
-then), and later tasks train on
+When a task ends, each method computes an importance :math:`\Omega_t` of
+every parameter and folds it into a :class:`~skcl.components.QuadraticPenalty`
+(the penalty, its anchors, the handling of a growing output layer and the
+stability clip under SGD are described there); later tasks train on
 
 .. math:: \mathcal{L}(\theta) = \mathcal{L}_{task}(\theta)
-          + \tfrac12 \sum_i k_i (\theta_i - \theta^*_i)^2, \qquad k_i = s\,\Omega_i ,
+          + \tfrac12 \sum_i k_i (\theta_i - \theta^*_i)^2, \qquad k_i = s\,\Omega_i .
 
-the *stiffness* :math:`k_i` being the penalty's curvature. EWC, SI and MAS
-share this mechanism (:class:`ImportancePenalty`) and differ only in how
-:math:`\Omega` is computed (and in the factor :math:`s` that writes each
-paper's penalty in this form); IMM's L2-transfer is the same penalty with unit
-importance.
-
-Stability under SGD. Heavy-ball SGD with step size :math:`\eta` and momentum
-:math:`\mu` on the quadratic :math:`\tfrac12 k (\theta - \theta^*)^2` iterates
-:math:`e_{t+1} = (1 + \mu - \eta k) e_t - \mu e_{t-1}`, which converges only
-while :math:`\eta k < 2 (1 + \mu)`; past that the parameter oscillates with
-growing amplitude and training ends in NaN. Large strengths reach it easily
-(EWC with :math:`\lambda = 10^4` and a Fisher entry of 0.01 gives
-:math:`\eta k = 5 > 3.8` at the protocol's :math:`\eta = 0.05, \mu = 0.9`).
-With ``clip_stiffness=True`` (the default) each :math:`k_i` is clipped to
-:math:`(1 + \mu) / \eta`, half that limit, leaving the other half to the task
-loss's own curvature. A parameter at the clip is still pulled back to its
-anchor within a few steps, so the clip changes how hard the most important
-parameters are held only marginally, never whether they are held. Negative
-importances (SI's path integral can be negative) give :math:`k_i = 0`: a
-concave penalty is unbounded below. Adam's steps are bounded by its step size,
-so no clip applies to it.
+The methods differ only in how :math:`\Omega` is computed and folded, and in
+the factor :math:`s` that writes each paper's penalty in this form.
+:class:`ImportancePenalty` wires the component into the hooks of the training
+loop once for the family; a method outside it (a hybrid) holds the component
+itself and wires it the same way.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from abc import ABCMeta, abstractmethod
 
 import numpy as np
@@ -40,6 +26,7 @@ import torch
 from torch import nn
 
 from skcl.base import Batch, ContinualClassifier, Step
+from skcl.components import QuadraticPenalty, stiffness_limit, sum_terms
 
 _KERNEL_BATCH = 512
 
@@ -118,15 +105,6 @@ class TaskSample:
         return self.X, self.y
 
 
-def _pad_rows(t: torch.Tensor, like: torch.Tensor, fill: torch.Tensor | None = None):
-    """``t`` grown to ``like``'s rows (output layers only grow), with zeros or ``fill``'s rows."""
-    n = t.shape[0]
-    if n == like.shape[0]:
-        return t
-    extra = torch.zeros_like(like[n:]) if fill is None else fill[n:]
-    return torch.cat([t, extra])
-
-
 class _LinearHead(nn.Module):
     """A shared-head network for the importance kernels: the same trunk, and its output
     layer as a plain ``nn.Linear`` holding copies of the layer's weights.
@@ -147,22 +125,41 @@ class _LinearHead(nn.Module):
         return self.head(self.trunk(x))
 
 
-class ImportancePenalty(ContinualClassifier, metaclass=ABCMeta):
-    r"""Base of the importance-weighted quadratic penalties (EWC, SI, MAS, IMM's L2-transfer).
+def network_importance(kernel, network: nn.Module, *data) -> dict[str, torch.Tensor]:
+    """Run an importance kernel (:func:`~skcl.kernels.fisher_diagonal`,
+    :func:`~skcl.kernels.mas_importance`) on a shared-head network, by parameter name.
 
-    Holds the anchors :math:`\theta^*` (``anchor_``, detached clones of the
-    parameters when the last task ended), the consolidated importances
-    :math:`\Omega` (``importance_``) and the penalty
-    :math:`\tfrac12 \sum_i k_i (\theta_i - \theta^*_i)^2` with
-    :math:`k_i = s\,\Omega_i` clipped for stability (see the module
-    docstring). A subclass names its strength in ``_strength = (parameter,
-    s / parameter)``, takes a ``clip_stiffness`` parameter and implements
-    :meth:`_importance`; when the output layer
-    has grown since, the penalty covers only the units that existed when the
-    importance was computed (new units have no anchor).
+    Examples
+    --------
+    >>> import torch
+    >>> from skcl.kernels import fisher_diagonal
+    >>> from skcl.nn import SharedHead, make_mlp
+    >>> from skcl.strategies.importance import network_importance
+    >>> net = SharedHead(lambda: make_mlp(4, (8,)), n_features=4)
+    >>> net.add_units(task=0, n_new=2, seed=0)
+    >>> fisher = network_importance(fisher_diagonal, net, torch.ones(3, 4), torch.tensor([0, 1, 0]))
+    >>> sorted(fisher) == sorted(name for name, _ in net.named_parameters())
+    True
+    """
+    return kernel(_LinearHead(network), *data, batch_size=_KERNEL_BATCH)
+
+
+class ImportancePenalty(ContinualClassifier, metaclass=ABCMeta):
+    r"""Base of the methods whose per-task importance feeds a quadratic penalty.
+
+    Holds a :class:`~skcl.components.QuadraticPenalty` over every parameter
+    (``penalty_``) and wires it into the training loop: its stiffness is fixed
+    when a task starts, its value joins the loss and its force the gradients,
+    and when a task ends the method's importance is folded in, anchored at the
+    parameters the task ended with. A subclass names its strength in
+    ``_strength = (parameter, s / parameter)``, takes a ``clip_stiffness``
+    parameter and implements :meth:`_importance`; :meth:`_consolidate` says how
+    the importance is folded (summed by default).
 
     Attributes
     ----------
+    penalty_ : QuadraticPenalty
+        The penalty: anchors, importances and the task's stiffness.
     importance_ : dict of str to Tensor
         Consolidated importance per parameter name.
     anchor_ : dict of str to Tensor
@@ -177,6 +174,14 @@ class ImportancePenalty(ContinualClassifier, metaclass=ABCMeta):
         "clip_stiffness": ["boolean"],
     }
 
+    @property
+    def importance_(self) -> dict[str, torch.Tensor]:
+        return self.penalty_.importance
+
+    @property
+    def anchor_(self) -> dict[str, torch.Tensor]:
+        return self.penalty_.anchor
+
     # ------------------------------------------------------------------ what a method provides
 
     @abstractmethod
@@ -188,72 +193,37 @@ class ImportancePenalty(ContinualClassifier, metaclass=ABCMeta):
         return 0
 
     def _consolidate(self, importance: dict[str, torch.Tensor]) -> None:
-        r"""Fold a task's importance into ``importance_``, :math:`\Omega \leftarrow \Omega +
-        \Omega_t`, and anchor at the parameters the task ended with."""
-        theta = self._parameter_snapshot()
-        for name, omega in importance.items():
-            old = self.importance_.get(name)
-            self.importance_[name] = omega if old is None else omega + _pad_rows(old, omega)
-            self.anchor_[name] = theta[name]
+        r"""Fold a task's importance in, :math:`\Omega \leftarrow \Omega + \Omega_t`, and anchor
+        at the parameters the task ended with."""
+        self.penalty_.consolidate(importance, dict(self.network_.named_parameters()))
 
     # ------------------------------------------------------------------ hooks
 
     def _initialize(self) -> None:
         super()._initialize()
-        self.importance_: dict[str, torch.Tensor] = {}
-        self.anchor_: dict[str, torch.Tensor] = {}
-        self._stiffness_: dict[str, torch.Tensor] = {}
-        self._forces_: list[torch.Tensor] | None = None
-        self._penalized_: list[nn.Parameter] | None = None
+        self.penalty_ = QuadraticPenalty()
         self._task_sample_ = TaskSample(0)
 
     def _before_task(self, task: int) -> None:
         super()._before_task(task)
         self._task_sample_ = TaskSample(self._sample_size())
-        self._stiffness_ = self._stiffness()
-        # Fixed for the task: anchors, square roots of the stiffness, buffers of the forces.
-        self._anchors_ = [self.anchor_[n] for n in self._stiffness_]
-        self._root_stiffness_ = [k.sqrt() for k in self._stiffness_.values()]
-        self._force_buffers_ = [torch.empty_like(k) for k in self._stiffness_.values()]
-        self._forces_ = None
+        name, factor = self._strength
+        self.penalty_.stiffen(factor * float(getattr(self, name)), self._max_stiffness())
 
     def _observe(self, samples: Batch) -> None:
         self._task_sample_.add(samples.X, samples.y, samples.weight)
-        # Parameters are replaced only when output units are added, before a call trains.
-        self._penalized_ = self._penalized_parameters()
         super()._observe(samples)
-        self._penalized_ = None
 
     def _penalty(self) -> torch.Tensor | None:
-        # The value joins the loss; the gradient k (theta - theta*) is formed here in closed
-        # form, in preallocated buffers, and added to the gradients in _after_backward.
-        if not self._stiffness_:
-            self._forces_ = None
-            return None
-        params = self._penalized_ or self._penalized_parameters()
-        rows = [p if p.shape[0] == a.shape[0] else p[: a.shape[0]]
-                for p, a in zip(params, self._anchors_, strict=True)]
-        forces = self._force_buffers_
-        with torch.no_grad():
-            torch._foreach_copy_(forces, rows)
-            torch._foreach_sub_(forces, self._anchors_)
-            torch._foreach_mul_(forces, self._root_stiffness_)
-            value = 0.5 * torch.stack(torch._foreach_norm(forces)).square().sum()
-            torch._foreach_mul_(forces, self._root_stiffness_)
-        self._forces_ = forces
-        return value
+        return sum_terms(super()._penalty(), self.penalty_.value(self.network_))
 
     def _after_backward(self, batch: Batch, step: Step) -> None:
         super()._after_backward(batch, step)
-        if self._forces_ is None:
-            return
-        grads = []
-        for p, force in zip(self._penalized_ or self._penalized_parameters(), self._forces_,
-                            strict=True):
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-            grads.append(p.grad if p.shape[0] == force.shape[0] else p.grad[: force.shape[0]])
-        torch._foreach_add_(grads, self._forces_)
+        self.penalty_.add_gradient(self.network_)
+
+    def _parameters_changed(self) -> None:
+        self.penalty_.parameters_changed()
+        super()._parameters_changed()
 
     def _after_task(self, task: int) -> None:
         super()._after_task(task)
@@ -265,25 +235,8 @@ class ImportancePenalty(ContinualClassifier, metaclass=ABCMeta):
     # ------------------------------------------------------------------ helpers
 
     def _max_stiffness(self) -> float:
-        """Largest stiffness kept: half of SGD-with-momentum's stability limit 2(1+mu)/eta."""
-        if not self.clip_stiffness or self.optimizer != "sgd":
-            return float("inf")
-        return (1.0 + self.momentum) / self.learning_rate
-
-    def _stiffness(self) -> dict[str, torch.Tensor]:
-        name, factor = self._strength
-        scale = factor * float(getattr(self, name))
-        cap = self._max_stiffness()
-        return {n: (scale * omega).clamp(0.0, cap) for n, omega in self.importance_.items()}
-
-    def _penalized_parameters(self) -> list[nn.Parameter]:
-        params = dict(self.network_.named_parameters())
-        return [params[n] for n in self._stiffness_]
-
-    def _parameter_snapshot(self) -> dict[str, torch.Tensor]:
-        """Detached clones of the network's parameters, by name."""
-        return {n: p.detach().clone() for n, p in self.network_.named_parameters()}
-
-    def _importance_kernel(self, kernel, *data) -> dict[str, torch.Tensor]:
-        """Run an importance kernel (``fisher_diagonal``, ``mas_importance``) on the network."""
-        return kernel(_LinearHead(self.network_), *data, batch_size=_KERNEL_BATCH)
+        """Largest stiffness kept (:func:`~skcl.components.stiffness_limit`), or none
+        without ``clip_stiffness``."""
+        if not self.clip_stiffness:
+            return math.inf
+        return stiffness_limit(self.optimizer, self.learning_rate, self.momentum)

@@ -2,7 +2,6 @@ r"""Learning without forgetting: distillation of the previous model's outputs on
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from numbers import Real
 
@@ -13,12 +12,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from skcl.base import Batch, ContinualClassifier
+from skcl.components import FrozenSnapshot
 
 
 class LwFClassifier(ContinualClassifier):
     r"""Learning without forgetting (Li & Hoiem, ECCV 2016 / TPAMI 2017).
 
-    When a task ends, a frozen copy of the network is kept. While the next
+    When a task ends, a frozen copy of the network is kept
+    (:class:`~skcl.components.FrozenSnapshot`). While the next
     tasks train, the copy's outputs on the *new* data are the soft targets of
     the units that existed then (the old classes' outputs, all classes seen so
     far when the classes are shared across tasks):
@@ -94,18 +95,24 @@ max_epochs, device, random_state, verbose
         self.alpha = alpha
         self.T = T
 
+    @property
+    def previous_network_(self) -> nn.Module | None:
+        return self._previous_.network
+
+    @property
+    def n_old_units_(self) -> int:
+        return self._previous_.n_units
+
     def _initialize(self) -> None:
         super()._initialize()
-        self.previous_network_: torch.nn.Module | None = None
-        self.n_old_units_ = 0
+        self._previous_ = FrozenSnapshot()
 
     def _loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
         loss = super()._loss(logits, batch)
-        if self.previous_network_ is None or self.n_old_units_ == 0:
+        n = self._previous_.n_units
+        if n == 0:
             return loss
-        n = self.n_old_units_
-        with torch.no_grad():
-            targets = F.softmax(self.previous_network_(batch.X) / self.T, dim=1)
+        targets = F.softmax(self._previous_(batch.X, batch.task) / self.T, dim=1)
         log_probs = F.log_softmax(logits[:, :n] / self.T, dim=1)
         distill = -(targets * log_probs).sum(dim=1)
         if batch.weight is not None:
@@ -114,7 +121,4 @@ max_epochs, device, random_state, verbose
 
     def _after_task(self, task: int) -> None:
         super()._after_task(task)
-        previous = copy.deepcopy(self.network_).eval()
-        previous.requires_grad_(False)
-        self.previous_network_ = previous
-        self.n_old_units_ = previous.n_units
+        self._previous_.refresh(self.network_)

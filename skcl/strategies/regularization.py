@@ -2,9 +2,9 @@ r"""Regularization by importance-weighted quadratic penalties: EWC, online EWC, 
 
 Each is :class:`~skcl.strategies.importance.ImportancePenalty` with its own
 importance, computed when a task ends (EWC's Fisher, MAS's output sensitivity)
-or along the way (SI's path integral); the penalty, its anchors, the handling
-of a growing output layer and the stability clip under SGD are shared (see
-:mod:`skcl.strategies.importance`).
+or along the way (SI's :class:`~skcl.components.PathIntegral`); the penalty,
+its anchors, the handling of a growing output layer and the stability clip
+under SGD are those of :class:`~skcl.components.QuadraticPenalty`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
 from skcl.base import Batch, Step
+from skcl.components import PathIntegral
 from skcl.kernels import fisher_diagonal, mas_importance
-from skcl.strategies.importance import ImportancePenalty, _pad_rows
+from skcl.strategies.importance import ImportancePenalty, network_importance
 
 
 class EWCClassifier(ImportancePenalty):
@@ -139,60 +140,22 @@ max_epochs, device, random_state, verbose
         X, y = self._task_sample_.tensors()
         if X is None:
             return None
-        self.fisher_ = self._importance_kernel(fisher_diagonal, X, y)
+        self.fisher_ = network_importance(fisher_diagonal, self.network_, X, y)
         return self.fisher_
 
     def _consolidate(self, importance: dict[str, torch.Tensor]) -> None:
+        theta = dict(self.network_.named_parameters())
         if self.mode == "online":
-            self.importance_ = {n: self.gamma * omega for n, omega in self.importance_.items()}
-            super()._consolidate(importance)
-            return
-        trained = self._parameter_snapshot()
-        for name, fisher in importance.items():
-            theta = trained[name]
-            if name not in self.importance_:
-                self.importance_[name], self.anchor_[name] = fisher, theta
-                continue
-            old = _pad_rows(self.importance_[name], fisher)
-            star = _pad_rows(self.anchor_[name], theta, fill=theta)
-            total = old + fisher
-            mean = star + torch.nan_to_num(fisher / total) * (theta - star)
-            self.importance_[name] = total
-            self.anchor_[name] = torch.where(old > 0, mean, theta)
-
-
-class _PathIntegral:
-    r"""SI's per-step bookkeeping for one ``partial_fit`` call: after each step,
-    :math:`\omega \mathrel{-}= (g - f) \Delta\theta`, with :math:`g` the gradient the backward
-    pass left, :math:`f` the penalty's own gradient and :math:`\Delta\theta` the step."""
-
-    def __init__(self, params, previous, omega, anchored_previous, anchored_omega):
-        self.params = params
-        self.previous = previous
-        self.omega = omega
-        self.anchored_previous = anchored_previous
-        self.anchored_omega = anchored_omega
-        self.grads: list[torch.Tensor | None] = []
-
-    @torch.no_grad()
-    def accumulate(self, forces: list[torch.Tensor] | None) -> None:
-        if not self.params:
-            return
-        # A parameter without a gradient did not move: a zero gradient adds nothing.
-        grads = [torch.zeros_like(p) if g is None else g
-                 for p, g in zip(self.params, self.grads, strict=True)]
-        torch._foreach_sub_(self.previous, self.params)
-        torch._foreach_addcmul_(self.omega, grads, self.previous)
-        if forces:
-            torch._foreach_addcmul_(self.anchored_omega, forces, self.anchored_previous,
-                                    value=-1.0)
-        torch._foreach_copy_(self.previous, self.params)
+            self.penalty_.consolidate(importance, theta, decay=self.gamma)
+        else:
+            self.penalty_.add_term(importance, theta)
 
 
 class SIClassifier(ImportancePenalty):
     r"""Synaptic intelligence (Zenke, Poole & Ganguli, ICML 2017).
 
     During task :math:`\mu` every step adds to each parameter's path integral
+    (:class:`~skcl.components.PathIntegral`)
 
     .. math:: \omega^\mu_i \mathrel{-}= g_i \, \Delta\theta_i ,
 
@@ -227,6 +190,8 @@ max_epochs, device, random_state, verbose
         :math:`\Omega`, summed over the tasks ended.
     anchor_ : dict of str to Tensor
         :math:`\theta^*`.
+    omega_ : dict of str to Tensor
+        :math:`\omega^\mu` of the open task.
 
     Examples
     --------
@@ -273,57 +238,28 @@ max_epochs, device, random_state, verbose
         self.xi = xi
         self.clip_stiffness = clip_stiffness
 
-    def _before_task(self, task: int) -> None:
-        super()._before_task(task)
-        self._start_: dict[str, torch.Tensor] = {}
-        self._previous_: dict[str, torch.Tensor] = {}
-        self.omega_: dict[str, torch.Tensor] = {}
+    @property
+    def omega_(self) -> dict[str, torch.Tensor]:
+        return self._path_.omega
 
-    def _observe(self, samples: Batch) -> None:
-        # Parameters (and so this bookkeeping) change only when output units are added,
-        # which happens before a call trains.
-        tracked = [(n, p) for n, p in self.network_.named_parameters() if p.requires_grad]
-        for name, p in tracked:
-            self._track(name, p)
-        names = [n for n, _ in tracked]
-        anchored = [(n, self.anchor_[n].shape[0]) for n in self._stiffness_ if n in names]
-        self._path_ = _PathIntegral(
-            params=[p for _, p in tracked],
-            previous=[self._previous_[n] for n in names],
-            omega=[self.omega_[n] for n in names],
-            anchored_previous=[self._previous_[n][:r] for n, r in anchored],
-            anchored_omega=[self.omega_[n][:r] for n, r in anchored],
-        )
-        super()._observe(samples)
-        self._path_ = None
+    def _initialize(self) -> None:
+        super()._initialize()
+        self._path_ = PathIntegral()
 
     def _after_backward(self, batch: Batch, step: Step) -> None:
-        super()._after_backward(batch, step)
-        self._path_.grads = [p.grad for p in self._path_.params]
+        super()._after_backward(batch, step)  # the penalty's force is in the gradients now
+        self._path_.after_backward(self.network_)
 
     def _after_step(self, batch: Batch, step: Step) -> None:
         super()._after_step(batch, step)
-        self._path_.accumulate(self._forces_)
+        self._path_.after_step(self.penalty_)
+
+    def _parameters_changed(self) -> None:
+        self._path_.parameters_changed()
+        super()._parameters_changed()
 
     def _importance(self, task: int) -> dict[str, torch.Tensor] | None:
-        params = dict(self.network_.named_parameters())
-        importance = {}
-        for name, omega in self.omega_.items():
-            total_change = params[name].detach()[: omega.shape[0]] - self._start_[name]
-            importance[name] = omega / (total_change.square() + self.xi)
-        self._start_, self._previous_, self.omega_ = {}, {}, {}
-        return importance or None
-
-    def _track(self, name: str, p: torch.Tensor) -> None:
-        """Start the path integral of a parameter, or of output units added since."""
-        theta = p.detach()
-        if name not in self.omega_:
-            self._start_[name], self._previous_[name] = theta.clone(), theta.clone()
-            self.omega_[name] = torch.zeros_like(theta)
-        elif self.omega_[name].shape[0] != theta.shape[0]:
-            self._start_[name] = _pad_rows(self._start_[name], theta, fill=theta)
-            self._previous_[name] = _pad_rows(self._previous_[name], theta, fill=theta)
-            self.omega_[name] = _pad_rows(self.omega_[name], theta)
+        return self._path_.close(self.network_, self.xi) or None
 
 
 class MASClassifier(ImportancePenalty):
@@ -422,4 +358,4 @@ max_epochs, device, random_state, verbose
         X, _ = self._task_sample_.tensors()
         if X is None:
             return None
-        return self._importance_kernel(mas_importance, X)
+        return network_importance(mas_importance, self.network_, X)

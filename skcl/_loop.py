@@ -9,6 +9,11 @@ from tqdm.auto import tqdm
 
 from skcl._batch import Batch, Step
 
+#: A training loss beyond this is taken as divergence (see :func:`run_epoch`).
+LOSS_CEILING = 1e10
+#: A trained parameter beyond this in magnitude is taken as divergence.
+PARAMETER_CEILING = 1e8
+
 
 def run_epoch(est, samples: Batch, network: nn.Module, optimizer, rng: np.random.Generator,
               forward, loss_fn, hooks: bool, epoch: int) -> None:
@@ -18,9 +23,15 @@ def run_epoch(est, samples: Batch, network: nn.Module, optimizer, rng: np.random
     runs ``forward(batch, step)``, the loss (``loss_fn(logits, batch)``, or
     ``est._loss`` plus ``est._penalty()``), backward and ``optimizer.step()``,
     with ``est``'s ``_training_batch``, ``_after_backward`` and ``_after_step``
-    hooks around them when ``hooks`` is true. Whether every step's loss was
-    finite is checked once, at the end of the epoch (one device sync); a
-    non-finite loss raises ``FloatingPointError``.
+    hooks around them when ``hooks`` is true.
+
+    Divergence is checked once, at the end of the epoch (one device sync): a
+    step whose loss was not finite or exceeded :data:`LOSS_CEILING`, or a
+    trained parameter beyond :data:`PARAMETER_CEILING` in magnitude, raises
+    ``FloatingPointError``. The ceilings catch finite blow-ups too: a single
+    input of 1e30 can leave the loss small (its gradient moves only the
+    weights that read it) while those weights reach 1e26, and ruin every
+    later prediction of a sample where that input is not zero.
     """
     n, size = samples.n, est.batch_size
     order = torch.from_numpy(rng.permutation(n)).to(samples.X.device)
@@ -31,7 +42,7 @@ def run_epoch(est, samples: Batch, network: nn.Module, optimizer, rng: np.random
     starts = range(0, n, size)
     if est.verbose > 0:
         starts = tqdm(starts, desc=f"task {est.current_task_}", unit="batch", leave=False)
-    finite = None
+    healthy = None
     n_batches = -(-n // size)
     for index, start in enumerate(starts):
         step = Step(epoch, index, n_batches)
@@ -51,19 +62,31 @@ def run_epoch(est, samples: Batch, network: nn.Module, optimizer, rng: np.random
         else:
             loss = loss_fn(logits, batch)
         loss.backward()
-        ok = torch.isfinite(loss.detach())
-        finite = ok if finite is None else finite & ok
+        value = loss.detach()
+        ok = torch.isfinite(value) & (value.abs() <= LOSS_CEILING)
+        healthy = ok if healthy is None else healthy & ok
         if hooks:
             est._after_backward(batch, step)
         optimizer.step()
         if hooks:
             est._after_step(batch, step)
-    if finite is not None and not bool(finite):
-        scale = float(samples.X.abs().max()) if samples.X.numel() else 0.0
-        raise FloatingPointError(
-            f"training diverged on task {est.current_task_}: the loss became infinite or "
-            f"NaN. Likely causes: inputs on a large scale (max |X| = {scale:.3g}; "
-            f"standardize them), sample weights too large, learning_rate="
-            f"{est.learning_rate} too high, or the method's strength. The estimator "
-            "was left as it was before this call."
-        )
+    if healthy is not None:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        if params:
+            largest = torch.stack(torch._foreach_norm(params, float("inf"))).max()
+            healthy = healthy & torch.isfinite(largest) & (largest <= PARAMETER_CEILING)
+    if healthy is not None and not bool(healthy):
+        raise diverged(est, samples.X)
+
+
+def diverged(est, X: torch.Tensor) -> FloatingPointError:
+    """The error a diverging training raises, naming the likely causes."""
+    scale = float(X.abs().max()) if X.numel() else 0.0
+    return FloatingPointError(
+        f"training diverged on task {est.current_task_}: the loss became infinite, NaN "
+        f"or larger than {LOSS_CEILING:g}, or a parameter grew beyond "
+        f"{PARAMETER_CEILING:g}. Likely causes: inputs on a large scale (max |X| = "
+        f"{scale:.3g}; standardize them), sample weights too large, learning_rate="
+        f"{est.learning_rate} too high, or the method's strength. The estimator was left "
+        "as it was before this call."
+    )

@@ -35,7 +35,7 @@ from skcl._backend import _C, count, inputs, mark, nonneg_float, output
 from skcl._fisher import fisher_diagonal, importance_diagonal, mas_importance
 
 __all__ = ["agem_project", "backend_info", "fisher_diagonal", "gem_project", "herding"]
-__all__ += ["importance_diagonal", "last_backend", "mas_importance"]
+__all__ += ["NonFiniteError", "importance_diagonal", "last_backend", "mas_importance"]
 
 
 def backend_info() -> dict[str, Any]:
@@ -142,6 +142,11 @@ def herding(features: np.ndarray | torch.Tensor, m: int) -> np.ndarray | torch.T
 # --------------------------------------------------------------------------- GEM / A-GEM
 
 
+class NonFiniteError(ValueError, FloatingPointError):
+    """A kernel's input holds NaN or infinity (or overflows): bad input, and, inside
+    training, the sign of a diverging run."""
+
+
 def _gram(backend: str, G, g) -> np.ndarray:
     """Gram matrix of the rows [G; g] in float64 on the host, checked finite."""
     if backend == "cuda":
@@ -153,7 +158,7 @@ def _gram(backend: str, G, g) -> np.ndarray:
     else:
         gram = _C.gem_gram(G, g)
     if not np.isfinite(gram).all():
-        raise ValueError("the gradients contain NaN or infinity (or their products overflow)")
+        raise NonFiniteError("the gradients contain NaN or infinity (or their products overflow)")
     return gram
 
 

@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from skcl import kernels
+from skcl._loop import diverged
 from skcl._per_sample import linear_backward, linear_layers
 from skcl.base import Batch, ContinualClassifier, Step
 from skcl.memory import EpisodicMemory
@@ -185,7 +186,10 @@ class _EpisodicProjection(ContinualClassifier):
         params = self._params()
         g = torch.cat([torch.zeros(p.numel(), device=p.device) if p.grad is None
                        else p.grad.reshape(-1) for p in params])
-        projected = self._project(g, tasks)
+        try:
+            projected = self._project(g, tasks)
+        except kernels.NonFiniteError as exc:
+            raise diverged(self, batch.X) from exc
         if projected is g:
             return
         start = 0

@@ -76,6 +76,9 @@ max_epochs, device, random_state, verbose
         The consolidated Fisher (sum over tasks, or the running one).
     anchor_ : dict of str to Tensor
         :math:`\theta^*`.
+    penalty_ : QuadraticPenalty
+        The penalty (:class:`~skcl.components.QuadraticPenalty`): importances,
+        anchors and the open task's stiffness.
 
     Examples
     --------
@@ -190,6 +193,8 @@ max_epochs, device, random_state, verbose
         :math:`\Omega`, summed over the tasks ended.
     anchor_ : dict of str to Tensor
         :math:`\theta^*`.
+    penalty_ : QuadraticPenalty
+        The penalty: importances, anchors and the open task's stiffness.
     omega_ : dict of str to Tensor
         :math:`\omega^\mu` of the open task.
 
@@ -301,6 +306,8 @@ max_epochs, device, random_state, verbose
         :math:`\Omega`, summed over the tasks ended.
     anchor_ : dict of str to Tensor
         :math:`\theta^*`.
+    penalty_ : QuadraticPenalty
+        The penalty: importances, anchors and the open task's stiffness.
 
     Examples
     --------

@@ -10,7 +10,7 @@ TORCH_INDEX ?=
 STAMP := $(VENV)/.skcl-installed
 SOURCES := setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*.hpp csrc/cuda/*.cu csrc/cuda/*.cuh csrc/cuda/*.cpp)
 
-.PHONY: install demo test lint bench bench-overhead bench-kernels clean docs
+.PHONY: install demo test test-fast lint bench bench-overhead bench-kernels clean docs
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ lint: $(STAMP)
 
 test: lint
 	$(PY) -m pytest
+
+# Everything but the protocol-size runs (tests marked slow); make test runs them all.
+test-fast: lint
+	$(PY) -m pytest -m "not slow"
 
 # The committed benchmark report: every estimator on main (and sklearn's SGD and MLP)
 # over split-digits and permuted-digits, 3 seeds, PROTOCOL.md settings with the
@@ -58,4 +62,4 @@ bench-overhead: $(STAMP)
 	$(PY) benchmarks/bench_overhead.py
 
 clean:
-	rm -rf build dist *.egg-info skcl/*.so demo_output
+	rm -rf build dist *.egg-info skcl/*.so demo_output docs/_build docs/generated docs/auto_examples docs/api.rst docs/sg_execution_times.rst

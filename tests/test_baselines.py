@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from conftest import PROTOCOL
 
 from skcl import (
     CumulativeClassifier,
@@ -11,16 +12,7 @@ from skcl import (
     MultiHeadClassifier,
     NaiveClassifier,
 )
-from skcl.datasets import load_split_digits
 from skcl.evaluation import evaluate_stream
-
-PROTOCOL = dict(hidden_layer_sizes=(256, 256), learning_rate=0.05, momentum=0.9,
-                batch_size=32, device="cpu", random_state=0)
-
-
-@pytest.fixture(scope="module")
-def stream():
-    return load_split_digits()
 
 
 @pytest.fixture(scope="module")
@@ -32,12 +24,14 @@ def class_results(stream):
     }
 
 
+@pytest.mark.slow
 def test_naive_forgets_in_class_incremental(class_results):
     naive = class_results["NaiveClassifier"]
     assert naive.bwt < -0.5
     assert naive.R[0, 0] > 0.95 and naive.R[-1, 0] < 0.2
 
 
+@pytest.mark.slow
 def test_joint_is_the_upper_bound(class_results):
     joint = class_results["JointClassifier"]
     assert joint.acc > 0.9
@@ -45,6 +39,7 @@ def test_joint_is_the_upper_bound(class_results):
         assert joint.acc >= result.acc - 0.02, name
 
 
+@pytest.mark.slow
 def test_cumulative_is_close_to_joint(class_results):
     assert abs(class_results["CumulativeClassifier"].acc
                - class_results["JointClassifier"].acc) < 0.04
@@ -64,6 +59,7 @@ def test_joint_stores_each_call_once_and_retrains_from_scratch(stream):
     assert len(clf.memory_) == len(exp.y_train) + len(stream[1].y_train)
 
 
+@pytest.mark.slow
 def test_ensemble_has_zero_forgetting_in_task_incremental(stream):
     result = evaluate_stream(EnsembleClassifier(**PROTOCOL), stream, scenario="task", epochs=2)
     assert result.bwt == 0.0

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from conftest import SMALL
 from sklearn.datasets import load_digits
 
 from skcl import NaiveClassifier
@@ -10,7 +11,6 @@ da = pytest.importorskip("dask.array")
 dask = pytest.importorskip("dask")
 Incremental = pytest.importorskip("dask_ml.wrappers").Incremental
 
-SMALL = dict(hidden_layer_sizes=(32,), batch_size=16, random_state=0, device="cpu")
 EPOCHS = 2
 CHUNK = 100
 

@@ -3,7 +3,7 @@
 import json
 import math
 import random
-import time
+import types
 
 import numpy as np
 import pytest
@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import SGDClassifier
 
+from skcl import evaluation
 from skcl.datasets import Experience, TaskStream, load_split_digits, make_split_stream
 from skcl.evaluation import StreamResult, evaluate_stream, format_matrix, format_table
 
@@ -42,7 +43,7 @@ class UnregisteredFake(BaseEstimator, ClassifierMixin):
 
     def partial_fit(self, X, y, task_id=0, classes=None):
         self._ensure_state()
-        time.sleep(self.train_sleep)
+        CLOCK[0] += self.train_sleep
         self.log_.append(("fit", task_id, len(y)))
         self.task_classes_.setdefault(task_id, set()).update(np.unique(y).tolist())
         self.current_ = task_id
@@ -63,11 +64,15 @@ class UnregisteredFake(BaseEstimator, ClassifierMixin):
 
     def score(self, X, y, task_id=None):
         self._ensure_state()
-        time.sleep(self.score_sleep)
+        CLOCK[0] += self.score_sleep
         if self.score_draws:
             random.random()
         self.scored_.append(task_id)
         return float(np.mean(self._sample_scores(y)))
+
+
+# The fakes' clock: their training and scoring advance it instead of sleeping.
+CLOCK = [0.0]
 
 
 class MemoryFake(UnregisteredFake):
@@ -203,18 +208,18 @@ def test_plain_estimator_needs_scores_for_task_scenario():
         evaluate_stream(PlainFake(), _labelled_stream(n_classes=4), scenario="task")
 
 
-def test_training_time_excludes_evaluation():
+def test_training_time_excludes_evaluation(monkeypatch):
+    """On a fake clock that only the fake's training (10 ms a call) and scoring (100 ms a
+    call) advance, the seconds recorded are exactly the training's."""
+    monkeypatch.setattr(evaluation, "time", types.SimpleNamespace(perf_counter=lambda: CLOCK[0]))
     stream = _labelled_stream(n_classes=4)
     fake = MemoryFake(max_epochs=2, train_sleep=0.01, score_sleep=0.1)
-    start = time.perf_counter()
+    start = CLOCK[0]
     result = evaluate_stream(fake, stream)
-    wall = time.perf_counter() - start
-    # Each experience trains 2 x 10 ms and evaluates 2 x 100 ms (4 x 100 ms in all + 2 for b).
-    assert wall >= 0.6
-    assert result.experience_seconds.shape == (2,)
-    assert np.all(result.experience_seconds >= 0.02)
-    assert np.all(result.experience_seconds < 0.15)
-    assert result.train_seconds == pytest.approx(result.experience_seconds.sum())
+    # Each experience trains 2 x 10 ms and is scored 2 x 100 ms (2 more scores for b).
+    assert CLOCK[0] - start == pytest.approx(0.04 + 0.6)
+    np.testing.assert_allclose(result.experience_seconds, [0.02, 0.02])
+    assert result.train_seconds == pytest.approx(0.04)
 
 
 def test_evaluation_leaves_global_random_state_alone():

@@ -3,20 +3,13 @@
 import numpy as np
 import pytest
 import torch
+from conftest import SMALL
 from torch.nn import functional as F
 
 from skcl import AGEMClassifier, GEMClassifier, NaiveClassifier, kernels
 from skcl.base import Batch
-from skcl.datasets import load_split_digits
 from skcl.nn import SharedHead, make_mlp
 from skcl.strategies.gradient import _GEM_EPS, per_task_gradients
-
-SMALL = dict(hidden_layer_sizes=(32,), batch_size=16, device="cpu", random_state=0)
-
-
-@pytest.fixture(scope="module")
-def stream():
-    return load_split_digits()
 
 
 def flat_grad(loss, params):

@@ -1,22 +1,14 @@
 """Must-show properties of iCaRL (METHODS.md): herding exemplars, NME prediction, distillation."""
 
 import numpy as np
-import pytest
 import torch
+from conftest import SMALL
 from torch.nn import functional as F
 
 from skcl import ICaRLClassifier
 from skcl._guard import float64_copy
 from skcl.base import Batch
-from skcl.datasets import load_split_digits
 from skcl.kernels import herding
-
-SMALL = dict(hidden_layer_sizes=(32,), batch_size=16, device="cpu", random_state=0)
-
-
-@pytest.fixture(scope="module")
-def stream():
-    return load_split_digits()
 
 
 def features(clf, X, float64=False):

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import sklearn
+from conftest import SMALL
 from sklearn.datasets import load_digits
 from sklearn.linear_model import SGDClassifier
 from sklearn.model_selection import GridSearchCV
@@ -13,8 +14,6 @@ from skcl import NaiveClassifier
 from skcl.datasets import load_split_digits
 from skcl.evaluation import evaluate_stream
 from skcl.pipeline import ContinualPipeline, make_pipeline
-
-SMALL = dict(hidden_layer_sizes=(32,), batch_size=16, random_state=0, device="cpu")
 
 
 @pytest.fixture(scope="module")

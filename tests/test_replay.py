@@ -5,19 +5,12 @@ import copy
 import numpy as np
 import pytest
 import torch
+from conftest import SMALL
 from torch.nn import functional as F
 
 from skcl import GDumbClassifier, LatentReplayClassifier, MIRClassifier, ReplayClassifier
 from skcl.base import Batch, Step
-from skcl.datasets import load_split_digits
 from skcl.memory import ClassBalancedBuffer
-
-SMALL = dict(hidden_layer_sizes=(32,), batch_size=16, device="cpu", random_state=0)
-
-
-@pytest.fixture(scope="module")
-def stream():
-    return load_split_digits()
 
 
 def train(clf, stream, epochs=1, tasks=None):

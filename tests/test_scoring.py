@@ -5,6 +5,7 @@ import pickle
 import numpy as np
 import pytest
 import sklearn
+from conftest import SMALL
 from sklearn.datasets import load_digits
 from sklearn.inspection import permutation_importance
 from sklearn.metrics import accuracy_score, f1_score, log_loss, make_scorer, roc_auc_score
@@ -15,7 +16,6 @@ from skcl import NaiveClassifier
 from skcl.pipeline import make_pipeline
 from skcl.scoring import make_task_scorer, task_accuracy
 
-SMALL = dict(hidden_layer_sizes=(32,), batch_size=16, random_state=0, device="cpu")
 GRID = {"learning_rate": [0.01, 0.05]}
 
 

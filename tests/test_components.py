@@ -16,7 +16,6 @@ from skcl.components import (
     scoped_parameters,
     sum_terms,
 )
-from skcl.datasets import load_split_digits
 from skcl.kernels import fisher_diagonal
 from skcl.nn import SharedHead, make_mlp
 from skcl.strategies.importance import TaskSample, network_importance
@@ -30,11 +29,6 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def split():
-    return load_split_digits()
 
 
 def network(n_units=3, seed=0):
@@ -257,19 +251,19 @@ class LowerEWCReplay(ReplayClassifier):
         self.ewc_.consolidate(fisher, dict(self.network_.named_parameters()))
 
 
-def test_scoped_penalty_and_replay_combine_without_a_copied_loop(split):
+def test_scoped_penalty_and_replay_combine_without_a_copied_loop(stream):
     clf = LowerEWCReplay(memory_size=100, **SMALL)
-    for exp in split[:3]:
+    for exp in stream[:3]:
         for _ in range(2):
             clf.partial_fit(exp.X_train, exp.y_train, task_id=exp.task_id)
     assert sorted(clf.ewc_.importance) == ["trunk.0.bias", "trunk.0.weight"]
     assert 0 < len(clf.memory_) <= 100
     assert clf._penalty().item() > 0
-    X, y = split[0].X_test, split[0].y_test
+    X, y = stream[0].X_test, stream[0].y_test
     assert clf.score(X, y, task_id=0) > 0.8
 
     # One batch of the open task joined by replayed samples: with and without the penalty.
-    exp = split[2]
+    exp = stream[2]
     n = 32
     units = torch.from_numpy(clf.output_units_.encode(
         exp.task_id, *np.unique(exp.y_train[:n], return_inverse=True)))

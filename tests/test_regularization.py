@@ -154,6 +154,7 @@ def test_sgd_on_a_quadratic_is_stable_only_below_the_stiffness_limit(momentum):
     assert stiffness_limit("sgd", lr, momentum) == pytest.approx(limit / 2)
 
 
+@pytest.mark.slow
 def test_clip_is_what_keeps_ewc_finite_at_the_protocols_split_lambda(split):
     with pytest.raises(FloatingPointError, match="diverged on task 2"):
         train(EWCClassifier(**PROTOCOL, ewc_lambda=1e4, clip_stiffness=False), split, epochs=5)
@@ -187,6 +188,7 @@ def per_sample_fisher(network, X, y):
     return {n: f / len(X) for n, f in fisher.items()}
 
 
+@pytest.mark.slow
 def test_ewc_fisher_is_the_per_sample_definition_not_the_batch_mean_gradient():
     exp = load_permuted_digits(n_experiences=1)[0]
     clf = EWCClassifier(**PROTOCOL, fisher_samples=500)
@@ -386,6 +388,7 @@ ALL = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cls, settings", ALL, ids=lambda v: getattr(v, "__name__", ""))
 def test_protocol_training_keeps_weights_finite(cls, settings, split):
     for name, stream in (("split-digits", split),

@@ -1,34 +1,4 @@
-"""Networks of skcl estimators: trunks, growing output layers and per-task heads.
-
-Every network an estimator trains maps inputs to logits over its *units*, the
-output neurons in the order they were added. A unit belongs to one class
-label and, for per-task heads, to one task. Units are only ever appended, so
-indices stored by a method (replay buffers, exemplar sets) stay valid as the
-output layer grows.
-
-The network contract, which every network here follows and every method
-relies on instead of reaching into a network's attributes:
-
-- ``forward(x, task)``: logits over all units (``task`` a tensor of per-sample
-  ids, one id, or ``None``);
-- ``features(x, task)``: the representation the output layer reads;
-- ``add_units(task, n_new, seed)``: append output units (for ``task``'s head
-  where heads are per task);
-- ``n_units``: the number of output units.
-
-Trunks are built by :func:`make_trunk` through a layer factory, so a method
-asks for masked, gated or column layers without copying the MLP builder, and
-:class:`TaskSequential` hands the task to the layers that take it.
-
-Examples
---------
->>> import torch
->>> from skcl.nn import SharedHead, make_mlp
->>> net = SharedHead(lambda: make_mlp(4, (8,)), n_features=4)
->>> net.add_units(task=0, n_new=2, seed=0)
->>> net(torch.zeros(3, 4)).shape
-torch.Size([3, 2])
-"""
+"""Trunks, growing output layers and per-task heads: the default networks of skcl."""
 
 from __future__ import annotations
 

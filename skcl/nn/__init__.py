@@ -1,0 +1,52 @@
+"""Networks of skcl estimators: the network contract, trunks, heads and special layers.
+
+Every network an estimator trains maps inputs to logits over its *units*, the
+output neurons in the order they were added, and follows one contract:
+
+- ``forward(x, task)``: logits over all units (``task`` a tensor of per-sample
+  ids, one id, or ``None``);
+- ``features(x, task)``: the representation the output layer reads;
+- ``add_units(task, n_new, seed)``: append output units (for ``task``'s head
+  where heads are per task);
+- ``n_units``: the number of output units.
+
+Trunks are built by :func:`make_trunk` through a layer factory, so a method
+asks for masked, gated or column layers without copying the MLP builder, and
+:class:`TaskSequential` hands the task to the layers that take it. One module
+per concept: :mod:`skcl.nn.core` (trunks, growing heads, per-task heads).
+
+Examples
+--------
+>>> import torch
+>>> from skcl.nn import SharedHead, make_mlp
+>>> net = SharedHead(lambda: make_mlp(4, (8,)), n_features=4)
+>>> net.add_units(task=0, n_new=2, seed=0)
+>>> net(torch.zeros(3, 4)).shape
+torch.Size([3, 2])
+"""
+
+from skcl.nn.core import (
+    GLOBAL_RNG_LOCK,
+    IncrementalLinear,
+    SharedHead,
+    TaskHeads,
+    TaskSequential,
+    call_trunk,
+    make_mlp,
+    make_trunk,
+    output_width,
+    seeded,
+)
+
+__all__ = [
+    "GLOBAL_RNG_LOCK",
+    "IncrementalLinear",
+    "SharedHead",
+    "TaskHeads",
+    "TaskSequential",
+    "call_trunk",
+    "make_mlp",
+    "make_trunk",
+    "output_width",
+    "seeded",
+]

@@ -22,7 +22,6 @@ import numpy as np
 import torch
 
 import skcl
-from skcl.base import ContinualClassifier
 from skcl.datasets import load_permuted_digits, load_split_digits
 
 PINNED_ENV = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE",
@@ -30,14 +29,18 @@ PINNED_ENV = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE",
 N_TRAIN, N_TEST, EPOCHS = 120, 60, 2
 
 
+#: The estimators the record was made for: the seventeen on main before the core
+#: refactor. Estimators added since are checked by their own tests.
+RECORDED = ("AGEMClassifier", "CumulativeClassifier", "EWCClassifier", "EnsembleClassifier",
+            "GDumbClassifier", "GEMClassifier", "ICaRLClassifier", "IMMClassifier",
+            "JointClassifier", "LatentReplayClassifier", "LwFClassifier", "MASClassifier",
+            "MIRClassifier", "MultiHeadClassifier", "NaiveClassifier", "ReplayClassifier",
+            "SIClassifier")
+
+
 def estimators() -> list[type]:
-    """Every public estimator of skcl, by name."""
-    return sorted(
-        (getattr(skcl, n) for n in skcl.__all__
-         if isinstance(getattr(skcl, n), type) and issubclass(getattr(skcl, n), ContinualClassifier)
-         and getattr(skcl, n) is not ContinualClassifier),
-        key=lambda c: c.__name__,
-    )
+    """The recorded estimators' classes."""
+    return [getattr(skcl, name) for name in RECORDED]
 
 
 def _streams():

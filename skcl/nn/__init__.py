@@ -13,7 +13,8 @@ output neurons in the order they were added, and follows one contract:
 Trunks are built by :func:`make_trunk` through a layer factory, so a method
 asks for masked, gated or column layers without copying the MLP builder, and
 :class:`TaskSequential` hands the task to the layers that take it. One module
-per concept: :mod:`skcl.nn.core` (trunks, growing heads, per-task heads).
+per concept: :mod:`skcl.nn.core` (trunks, growing heads, per-task heads),
+:mod:`skcl.nn.masked` (per-task binary, thresholded-score and supermask layers).
 
 Examples
 --------
@@ -37,12 +38,24 @@ from skcl.nn.core import (
     output_width,
     seeded,
 )
+from skcl.nn.masked import (
+    MaskedLinear,
+    ScoreMaskLinear,
+    SupermaskLinear,
+    Superposition,
+    TaskMaskLinear,
+)
 
 __all__ = [
     "GLOBAL_RNG_LOCK",
     "IncrementalLinear",
+    "MaskedLinear",
+    "ScoreMaskLinear",
     "SharedHead",
+    "SupermaskLinear",
+    "Superposition",
     "TaskHeads",
+    "TaskMaskLinear",
     "TaskSequential",
     "call_trunk",
     "make_mlp",

@@ -334,21 +334,22 @@ def test_mode_imm_with_equal_fisher_is_mean_imm():
 
 
 def test_imm_predicts_with_the_merged_solutions(split):
-    clfs = {}
+    clfs, solutions = {}, {}
     for merge in ("mean", "mode"):
         clf = IMMClassifier(**SMALL, merge=merge)
-        train(clf, split[:2])
+        solutions[merge] = [params(train(clf, [exp])) for exp in split[:2]]
         clfs[merge] = clf
     mean, mode = clfs["mean"], clfs["mode"]
-    equal = [{n: torch.ones_like(f) for n, f in fisher.items()} for fisher in mode.fishers_]
-    mode.merged_ = mode_imm(mode.solutions_, equal)
+    # The running sums give the bits of the merge over the list of solutions.
+    for name, merged in mean_imm(solutions["mean"]).items():
+        assert torch.equal(mean.merged_[name], merged)
+    equal = [{n: torch.ones_like(p) for n, p in s.items()} for s in solutions["mode"]]
+    mode.merged_ = mode_imm(solutions["mode"], equal)
     X = split[0].X_test
     np.testing.assert_allclose(mode.predict_proba(X), mean.predict_proba(X), rtol=1e-5)
-    merged = mean_imm(mean.solutions_)
-    head = mean.solutions_[0]["head.weight"]
-    torch.testing.assert_close(merged["head.weight"][:2],
-                               (head + mean.solutions_[1]["head.weight"][:2]) / 2)
-    torch.testing.assert_close(merged["head.weight"][2:], mean.solutions_[1]["head.weight"][2:])
+    first, second = (s["head.weight"] for s in solutions["mean"])
+    torch.testing.assert_close(mean.merged_["head.weight"][:2], (first + second[:2]) / 2)
+    torch.testing.assert_close(mean.merged_["head.weight"][2:], second[2:])
     live = mean.network_(torch.from_numpy(X)).detach().numpy()
     assert not np.allclose(mean.decision_function(X), live)
 

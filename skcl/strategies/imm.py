@@ -17,37 +17,108 @@ from skcl.strategies.importance import ImportancePenalty, network_importance
 Params = dict[str, torch.Tensor]
 
 
-def _merge(solutions: Sequence[Params], weights: Sequence[Params] | None) -> Params:
-    """Element-wise weighted mean of the solutions (uniform weights when ``None``).
+class MomentSums:
+    r"""Running sums from which IMM merges the task solutions, constant in size.
 
-    A solution may have fewer output units (rows) than a later one: each row is
-    averaged over the solutions that have it. Where every weight of an element
-    is zero, the uniform mean is taken.
+    Mean-IMM needs :math:`\sum_k \theta_k` and how many solutions have each
+    row; mode-IMM also :math:`\sum_k F_k \theta_k` and :math:`\sum_k F_k`
+    (``weighted=True``). A solution may have fewer output units (rows) than a
+    later one: each row is averaged over the solutions that have it, and rows
+    a later solution adds start from zero sums. Adding solutions one at a
+    time gives the same bits as summing a list in the same order.
+
+    Parameters
+    ----------
+    weighted : bool
+        Keep the Fisher-weighted sums of mode-IMM.
+
+    Attributes
+    ----------
+    n_solutions : int
+        Solutions added so far.
+    theta : dict of str to Tensor
+        :math:`\sum_k \theta_k` (zero-padded rows).
+    count : dict of str to Tensor
+        For each name, the number of solutions having each row (shape ``(rows,)``).
+    fisher_theta, fisher : dict of str to Tensor
+        :math:`\sum_k F_k \theta_k` and :math:`\sum_k F_k` (empty unless ``weighted``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skcl.strategies.imm import MomentSums
+    >>> sums = MomentSums(weighted=False)
+    >>> sums.add({"w": torch.tensor([0.0, 2.0])})
+    >>> sums.add({"w": torch.tensor([2.0, 4.0, 6.0])})
+    >>> sums.merged()["w"]
+    tensor([1., 3., 6.])
     """
-    merged = {}
-    for name in solutions[-1]:
-        rows = max(s[name].shape[0] for s in solutions if name in s)
-        shape = (rows, *solutions[-1][name].shape[1:])
-        like = solutions[-1][name]
-        total, count = like.new_zeros(shape), like.new_zeros(shape)
-        weighted, weight_sum = like.new_zeros(shape), like.new_zeros(shape)
-        for k, solution in enumerate(solutions):
-            if name not in solution:
-                continue
-            theta = solution[name]
+
+    def __init__(self, weighted: bool):
+        self.weighted = weighted
+        self.n_solutions = 0
+        self.theta: Params = {}
+        self.count: Params = {}
+        self.fisher_theta: Params = {}
+        self.fisher: Params = {}
+
+    def add(self, solution: Params, fisher: Params | None = None) -> None:
+        """Add a task's solution :math:`\theta_k` (and, if ``weighted``, its Fisher :math:`F_k`)."""
+        if self.weighted and fisher is None:
+            raise ValueError("mode-IMM sums need each solution's Fisher")
+        for name, theta in solution.items():
             n = theta.shape[0]
-            total[:n] += theta
+            _padded(self.theta, name, theta)[:n] += theta
+            count = _padded(self.count, name, theta.new_zeros(n))
             count[:n] += 1
-            if weights is not None:
-                w = weights[k][name]
-                weighted[:n] += w * theta
-                weight_sum[:n] += w
-        mean = total / count
-        if weights is None:
-            merged[name] = mean
-        else:
-            merged[name] = torch.where(weight_sum > 0, weighted / weight_sum, mean)
-    return merged
+            if self.weighted:
+                w = fisher[name]
+                _padded(self.fisher_theta, name, theta)[:n] += w * theta
+                _padded(self.fisher, name, theta)[:n] += w
+        self.n_solutions += 1
+
+    def plus(self, solution: Params, fisher: Params | None = None) -> MomentSums:
+        """A copy with one more solution added (this one is unchanged)."""
+        out = MomentSums(self.weighted)
+        out.n_solutions = self.n_solutions
+        for name in ("theta", "count", "fisher_theta", "fisher"):
+            setattr(out, name, {k: v.clone() for k, v in getattr(self, name).items()})
+        out.add(solution, fisher)
+        return out
+
+    def merged(self) -> Params | None:
+        """The merge: per-row mean, or for mode-IMM the Fisher-weighted mean where some
+        solution gives an element Fisher information (the mean elsewhere); ``None``
+        before any solution."""
+        if not self.n_solutions:
+            return None
+        out = {}
+        for name, total in self.theta.items():
+            count = self.count[name].reshape(-1, *([1] * (total.dim() - 1)))
+            mean = total / count
+            if self.weighted:
+                weight = self.fisher[name]
+                mean = torch.where(weight > 0, self.fisher_theta[name] / weight, mean)
+            out[name] = mean
+        return out
+
+
+def _padded(sums: Params, name: str, like: torch.Tensor) -> torch.Tensor:
+    """``sums[name]``, created as zeros like ``like`` or grown with zero rows to its rows."""
+    total = sums.get(name)
+    if total is None:
+        total = sums[name] = torch.zeros_like(like)
+    elif total.shape[0] < like.shape[0]:
+        pad = total.new_zeros((like.shape[0] - total.shape[0], *total.shape[1:]))
+        total = sums[name] = torch.cat([total, pad])
+    return total
+
+
+def _merge(solutions: Sequence[Params], fishers: Sequence[Params] | None) -> Params:
+    sums = MomentSums(weighted=fishers is not None)
+    for k, solution in enumerate(solutions):
+        sums.add(solution, None if fishers is None else fishers[k])
+    return sums.merged()
 
 
 def mean_imm(solutions: Sequence[Params]) -> Params:
@@ -109,11 +180,12 @@ def mode_imm(solutions: Sequence[Params], fishers: Sequence[Params]) -> Params:
 class IMMClassifier(ImportancePenalty):
     r"""Incremental moment matching (Lee et al., NeurIPS 2017).
 
-    Each task :math:`k` is learned in turn; its solution :math:`\theta_k` and
-    diagonal Fisher :math:`F_k` (exact per-sample empirical Fisher,
-    :func:`skcl.kernels.fisher_diagonal`, on up to ``fisher_samples`` samples)
-    are kept, and when the task ends the tasks' Gaussian posteriors are merged
-    into the network that predicts:
+    Each task :math:`k` is learned in turn; when it ends, its solution
+    :math:`\theta_k` (and for mode-IMM its diagonal Fisher :math:`F_k`, the
+    exact per-sample empirical Fisher, :func:`skcl.kernels.fisher_diagonal`,
+    on up to ``fisher_samples`` samples) is added to running sums
+    (:class:`MomentSums`), and the tasks' Gaussian posteriors are merged into
+    the network that predicts:
 
     - ``merge='mean'`` (mean-IMM): :math:`\theta_{1:K} = \frac1K \sum_k \theta_k`;
     - ``merge='mode'`` (mode-IMM): :math:`\theta_{1:K} = (\sum_k F_k)^{-1} \sum_k F_k \theta_k`.
@@ -128,7 +200,9 @@ class IMMClassifier(ImportancePenalty):
     are used for prediction, the open task's current solution merged in while
     a task is open (so a stream that never calls ``end_task`` predicts with the
     method's merge, not the network being trained). Output units added by a
-    later task are merged over the solutions that have them.
+    later task are merged over the solutions that have them. Only the sums
+    are kept, never the solutions themselves, so the state does not grow with
+    the number of tasks.
 
     Parameters
     ----------
@@ -139,7 +213,8 @@ class IMMClassifier(ImportancePenalty):
     l2_transfer : float, default=0.0
         :math:`\lambda` of L2-transfer; 0 disables it.
     fisher_samples : int, default=500
-        Samples of each task its Fisher is computed on (a reservoir sample).
+        Samples of each task its Fisher is computed on (a reservoir sample;
+        mode-IMM only).
     clip_stiffness : bool, default=True
         Clip the L2-transfer curvature :math:`2\lambda` to :math:`(1 + \mu) / \eta`
         under SGD (see :mod:`skcl.strategies.importance`).
@@ -149,10 +224,14 @@ max_epochs, device, random_state, verbose
 
     Attributes
     ----------
-    solutions_ : list of dict of str to Tensor
-        :math:`\theta_k` of every task ended.
-    fishers_ : list of dict of str to Tensor
-        :math:`F_k` of every task ended.
+    moments_ : MomentSums
+        The running sums over the tasks ended (``moments_.n_solutions`` of them).
+    solutions_ : dict of str to Tensor
+        :math:`\sum_k \theta_k` over the tasks ended (``moments_.theta``). It used
+        to be the list of every :math:`\theta_k`, a state growing with each task.
+    fishers_ : dict of str to Tensor
+        :math:`\sum_k F_k` over the tasks ended (``moments_.fisher``; empty for
+        mean-IMM). It used to be the list of every :math:`F_k`.
     merged_ : dict of str to Tensor or None
         The merged parameters the model predicts with.
 
@@ -166,7 +245,7 @@ max_epochs, device, random_state, verbose
     ...     for _ in range(2):
     ...         clf = clf.partial_fit(exp.X_train, exp.y_train, task_id=exp.task_id)
     >>> clf = clf.end_task()
-    >>> len(clf.solutions_), clf.score(stream[0].X_test, stream[0].y_test) > 0.5
+    >>> clf.moments_.n_solutions, clf.score(stream[0].X_test, stream[0].y_test) > 0.5
     (3, True)
     """
 
@@ -212,20 +291,27 @@ max_epochs, device, random_state, verbose
     def _unit_test_params(cls) -> dict:
         return {**super()._unit_test_params(), "fisher_samples": 64}
 
+    @property
+    def solutions_(self) -> Params:
+        return self.moments_.theta
+
+    @property
+    def fishers_(self) -> Params:
+        return self.moments_.fisher
+
     def _initialize(self) -> None:
         super()._initialize()
-        self.solutions_: list[Params] = []
-        self.fishers_: list[Params] = []
+        self.moments_ = MomentSums(weighted=self.merge == "mode")
         self.merged_: Params | None = None
         self._initial_: Params = {}
         self._record_initial()
 
     def _sample_size(self) -> int:
-        return self.fisher_samples
+        return self.fisher_samples if self.merge == "mode" else 0
 
     def _before_task(self, task: int) -> None:
         self._record_initial()
-        if not self.weight_transfer and self.solutions_:
+        if not self.weight_transfer and self.moments_.n_solutions:
             with torch.no_grad():
                 for name, p in self.network_.named_parameters():
                     p.copy_(self._initial_[name])
@@ -236,10 +322,13 @@ max_epochs, device, random_state, verbose
         super()._observe(samples)
 
     def _after_task(self, task: int) -> None:
-        self.solutions_.append(self._solution())
-        self.fishers_.append(self._task_fisher())
-        self.merged_ = self._merged(self.solutions_, self.fishers_)
+        self.moments_.add(self._solution(), self._fisher())
+        self.merged_ = self.moments_.merged()
         super()._after_task(task)
+
+    def _fisher(self) -> Params | None:
+        """:math:`F_k` of the open task for mode-IMM (``None`` for mean-IMM)."""
+        return self._task_fisher() if self.moments_.weighted else None
 
     def _task_fisher(self) -> Params:
         """:math:`F_k` of the open task, on its kept samples (zeros without samples)."""
@@ -247,11 +336,6 @@ max_epochs, device, random_state, verbose
         if X is None:
             return {name: torch.zeros_like(p) for name, p in self.network_.named_parameters()}
         return network_importance(fisher_diagonal, self.network_, X, y)
-
-    def _merged(self, solutions: list[Params], fishers: list[Params]) -> Params:
-        if self.merge == "mode":
-            return mode_imm(solutions, fishers)
-        return mean_imm(solutions)
 
     def _importance(self, task: int) -> Params | None:
         if self.l2_transfer == 0:
@@ -269,9 +353,8 @@ max_epochs, device, random_state, verbose
         prediction asks for it and kept until the estimator trains again."""
         network = super()._scoring_network()
         merged = self.merged_
-        if self.current_task_ is not None and self.solutions_:
-            fishers = [*self.fishers_, self._task_fisher()] if self.merge == "mode" else []
-            merged = self._merged([*self.solutions_, self._solution()], fishers)
+        if self.current_task_ is not None and self.moments_.n_solutions:
+            merged = self.moments_.plus(self._solution(), self._fisher()).merged()
         elif self.current_task_ is not None:
             merged = None
         if merged is not None:

@@ -8,12 +8,16 @@ weights) as tensors on the estimator's device, so they pickle with it.
 - :class:`ReservoirBuffer`, :class:`ClassBalancedBuffer` and
   :class:`EpisodicMemory` are bounded: they never hold more than
   ``memory_size`` samples, chosen by reservoir sampling, greedy class
-  balancing (GDumb) or per task (GEM).
+  balancing (GDumb) or per task (GEM, the most recent tasks when there are
+  more tasks than ``memory_size``).
 - :class:`ExemplarSets` holds iCaRL's herding-chosen exemplars, a fixed total
   shrinking per class.
 
 Bounded memories are offered each call of ``partial_fit`` once: a call
-repeating an earlier one byte for byte (another epoch) is not offered again.
+repeating an earlier call of the same task byte for byte (another epoch) is
+not offered again. Only the fingerprints of the current task's calls are kept
+(:class:`SeenCalls`), so they do not grow with the length of the stream; a
+task revisited after another one is offered anew.
 """
 
 from __future__ import annotations
@@ -30,12 +34,51 @@ from skcl import kernels
 from skcl._batch import REPLAY, Batch
 
 
+class SeenCalls:
+    """Fingerprints of the calls seen during the current task, to skip repeated epochs.
+
+    :meth:`first_time` is true for a call unless an earlier call of the same
+    task(s) had the same bytes. A call of other tasks forgets the fingerprints
+    kept, so they never outnumber one task's distinct calls.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skcl.memory import SeenCalls
+    >>> seen = SeenCalls()
+    >>> X, y = torch.ones(2, 1), torch.zeros(2, dtype=torch.long)
+    >>> a = Batch(X, y, None, torch.zeros(2, dtype=torch.long))
+    >>> b = a._replace(task=torch.ones(2, dtype=torch.long))
+    >>> seen.first_time(a), seen.first_time(a), seen.first_time(b), len(seen)
+    (True, False, True, 1)
+    """
+
+    def __init__(self):
+        self.tasks: tuple[int, ...] | None = None
+        self.digests: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self.digests)
+
+    def first_time(self, batch: Batch) -> bool:
+        """Remember ``batch``; whether no call of its task(s) had its bytes before."""
+        tasks = tuple(torch.unique(batch.task).tolist())
+        if tasks != self.tasks:
+            self.tasks, self.digests = tasks, set()
+        key = batch_digest(batch)
+        if key in self.digests:
+            return False
+        self.digests.add(key)
+        return True
+
+
 class SampleStore:
     """Keeps every sample it is given, once: the memory of cumulative and joint training.
 
     Streams feed the same arrays once per epoch; a call whose inputs, labels
-    and tasks equal an earlier call's (same bytes) is stored only the first
-    time, so five epochs of a task do not store it five times.
+    and tasks equal an earlier call's of the same task (same bytes) is stored
+    only the first time, so five epochs of a task do not store it five times
+    (:class:`SeenCalls`).
 
     Examples
     --------
@@ -53,24 +96,22 @@ class SampleStore:
     """
 
     def __init__(self):
-        self._parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]] = []
-        self._digests: set[str] = set()
+        self._parts: list[Batch] = []
+        self.seen = SeenCalls()
         self._cache = None
 
     def __len__(self) -> int:
         return sum(part[0].shape[0] for part in self._parts)
 
     def add(self, batch: Batch) -> bool:
-        """Store a call's samples unless the very same call was stored before.
+        """Store a call's samples unless the very same call of its task was stored before.
 
         Returns
         -------
         stored : bool
         """
-        key = batch_digest(batch)
-        if key in self._digests:
+        if not self.seen.first_time(batch):
             return False
-        self._digests.add(key)
         self._parts.append(batch)
         self._cache = None
         return True
@@ -216,27 +257,26 @@ class _Buffer(ABC):
             raise ValueError(f"memory_size must be a non-negative integer, got {memory_size!r}")
         self.memory_size = int(memory_size)
         self.version = 0
-        self._digests: set[str] = set()
+        self.seen = SeenCalls()
 
     @abstractmethod
     def __len__(self) -> int:
         """Number of samples stored."""
 
     def offer(self, batch: Batch, rng: np.random.Generator) -> bool:
-        """Offer a call's samples to the policy, unless the very same call was offered before.
+        """Offer a call's samples to the policy, unless the very same call of its task was
+        offered before.
 
         Streams feed the same arrays once per epoch; counting them again would
         bias the sampling toward repeated data, so a call with the same bytes
-        as an earlier one is ignored.
+        as an earlier call of the same task is ignored (:class:`SeenCalls`).
 
         Returns
         -------
         offered : bool
         """
-        key = batch_digest(batch)
-        if key in self._digests:
+        if not self.seen.first_time(batch):
             return False
-        self._digests.add(key)
         if batch.y.numel():
             self._insert(batch, rng)
             self.version += 1
@@ -393,7 +433,11 @@ class EpisodicMemory(_Buffer):
     samples. ``memory_size`` is the total: with :math:`T` tasks each keeps
     ``memory_size // T`` samples (the first ``memory_size % T`` tasks one
     more), so a new task shrinks the older ones, each to a uniform random
-    subset of what it held.
+    subset of what it held. Once there are more tasks than ``memory_size``,
+    each task keeps one sample and the oldest tasks (in order of arrival) are
+    forgotten whole: the memory holds the ``memory_size`` most recent tasks,
+    so a new task always has samples and GEM's constraints never outnumber
+    ``memory_size``.
 
     Parameters
     ----------
@@ -413,6 +457,12 @@ class EpisodicMemory(_Buffer):
     ...     _ = memory.offer(batch, rng)
     >>> memory.segments()
     [(0, 0, 4), (1, 4, 7), (2, 7, 10)]
+    >>> for t in range(3, 12):
+    ...     batch = Batch(torch.randn(20, 4), torch.zeros(20, dtype=torch.long), None,
+    ...                   torch.full((20,), t))
+    ...     _ = memory.offer(batch, rng)
+    >>> memory.tasks, len(memory)
+    ([2, 3, 4, 5, 6, 7, 8, 9, 10, 11], 10)
     """
 
     def __init__(self, memory_size: int):
@@ -433,11 +483,19 @@ class EpisodicMemory(_Buffer):
         for task in dict.fromkeys(task_ids.tolist()):
             if task not in self._tasks:
                 self._tasks[task] = ReservoirBuffer(0)
-                base, extra = divmod(self.memory_size, len(self._tasks))
-                for i, buffer in enumerate(self._tasks.values()):
-                    buffer.resize(base + int(i < extra), rng)
-            self._tasks[task]._insert(take(batch, np.flatnonzero(task_ids == task)), rng)
+                self._share(rng)
+            if task in self._tasks:
+                self._tasks[task]._insert(take(batch, np.flatnonzero(task_ids == task)), rng)
         self._cache.clear()
+
+    def _share(self, rng: np.random.Generator) -> None:
+        """Forget the oldest tasks beyond ``memory_size`` tasks, then share the slots."""
+        for task in list(self._tasks)[:max(len(self._tasks) - self.memory_size, 0)]:
+            del self._tasks[task]
+        if self._tasks:
+            base, extra = divmod(self.memory_size, len(self._tasks))
+            for i, buffer in enumerate(self._tasks.values()):
+                buffer.resize(base + int(i < extra), rng)
 
     def _chosen(self, tasks) -> tuple[int, ...]:
         chosen = tuple(self._tasks if tasks is None else tasks)

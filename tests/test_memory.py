@@ -122,13 +122,27 @@ def test_episodic_memory_shares_memory_size_among_tasks():
         memory.offer(make_batch(9, task=t, seed=t), rng)
         assert len(memory) <= 20
         sizes = [stop - start for _, start, stop in memory.segments()]
-        assert max(sizes) - min(sizes) <= 1 or t >= 20
+        assert max(sizes) - min(sizes) <= 1
         if t == 3:
             assert sizes == [5, 5, 5, 5]
-    items = memory.items([3, 7])
-    for task, start, stop in memory.segments([3, 7]):
-        assert (items.task[start:stop] == task).all()
-    assert memory.tasks[:3] == [0, 1, 2]
+        if t == 12:
+            items = memory.items([3, 7])
+            for task, start, stop in memory.segments([3, 7]):
+                assert (items.task[start:stop] == task).all()
+    # More tasks than slots: the 20 most recent tasks keep one sample each.
+    assert memory.tasks == list(range(30, 50)) and len(memory) == 20
+
+
+def test_episodic_memory_gives_every_new_task_samples_beyond_memory_size_tasks():
+    memory, rng = EpisodicMemory(memory_size=10), np.random.default_rng(0)
+    for t in range(15):
+        memory.offer(make_batch(6, task=t, seed=t), rng)
+        assert t in memory.tasks and len(memory.segments([t])) == 1
+    assert memory.tasks == list(range(5, 15))
+    assert sorted(memory.items().task.tolist()) == list(range(5, 15))
+    empty = EpisodicMemory(memory_size=0)
+    empty.offer(make_batch(6), rng)
+    assert len(empty) == 0 and empty.tasks == []
 
 
 def test_exemplar_sets_are_herding_picks_and_shrink_to_a_prefix():

@@ -251,6 +251,20 @@ class QuadraticPenalty:
         self._forces = forces
         return value
 
+    def term(self, network: nn.Module) -> torch.Tensor | None:
+        r""":math:`\tfrac12 \sum_i k_i (\theta_i - \theta^*_i)^2` as an autograd term (``None``
+        while nothing is penalised), for a loss that carries its own gradient: a side run
+        (``_train_phase(loss=...)``, without hooks) on the network or a copy of it."""
+        if not self.stiffness:
+            return None
+        params = dict(network.named_parameters())
+        total = None
+        for name, k in self.stiffness.items():
+            anchor = self.anchor[name]
+            theta = params[name][: anchor.shape[0]]
+            total = sum_terms(total, (k * (theta - anchor).square()).sum())
+        return 0.5 * total
+
     def add_gradient(self, network: nn.Module) -> None:
         r"""Add the forces :math:`k_i (\theta_i - \theta^*_i)` of the last :meth:`value` to the
         gradients of ``network``'s parameters (call it after the backward pass)."""

@@ -85,6 +85,8 @@ ENTRIES: tuple[Entry, ...] = (
     Entry("gem", "gradient", "GEMClassifier"),
     Entry("agem", "gradient", "AGEMClassifier"),
     Entry("icarl", "icarl", "ICaRLClassifier"),
+    Entry("progressive", "columns", "ProgressiveClassifier", ("pnn", "progressive-networks")),
+    Entry("pnc", "columns", "ProgressCompressClassifier", ("progress-compress",)),
 )
 
 

@@ -26,6 +26,7 @@ Examples
 torch.Size([3, 2])
 """
 
+from skcl.nn.columns import ColumnNetwork
 from skcl.nn.core import (
     GLOBAL_RNG_LOCK,
     IncrementalLinear,
@@ -47,6 +48,7 @@ from skcl.nn.masked import (
 )
 
 __all__ = [
+    "ColumnNetwork",
     "GLOBAL_RNG_LOCK",
     "IncrementalLinear",
     "MaskedLinear",

@@ -87,6 +87,7 @@ ENTRIES: tuple[Entry, ...] = (
     Entry("icarl", "icarl", "ICaRLClassifier"),
     Entry("progressive", "columns", "ProgressiveClassifier", ("pnn", "progressive-networks")),
     Entry("pnc", "columns", "ProgressCompressClassifier", ("progress-compress",)),
+    Entry("hat", "gates", "HATClassifier", ("hard-attention",)),
 )
 
 

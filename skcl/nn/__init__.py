@@ -14,7 +14,8 @@ Trunks are built by :func:`make_trunk` through a layer factory, so a method
 asks for masked, gated or column layers without copying the MLP builder, and
 :class:`TaskSequential` hands the task to the layers that take it. One module
 per concept: :mod:`skcl.nn.core` (trunks, growing heads, per-task heads),
-:mod:`skcl.nn.masked` (per-task binary, thresholded-score and supermask layers).
+:mod:`skcl.nn.masked` (per-task binary, thresholded-score and supermask layers),
+:mod:`skcl.nn.gated` (units gated per task by a task embedding, HAT).
 
 Examples
 --------
@@ -46,10 +47,14 @@ from skcl.nn.masked import (
     Superposition,
     TaskMaskLinear,
 )
+from skcl.nn.gated import GateContext, GatedHeads, GatedLinear, min_entropy_heads
 
 __all__ = [
     "ColumnNetwork",
     "GLOBAL_RNG_LOCK",
+    "GateContext",
+    "GatedHeads",
+    "GatedLinear",
     "IncrementalLinear",
     "MaskedLinear",
     "ScoreMaskLinear",
@@ -62,6 +67,7 @@ __all__ = [
     "call_trunk",
     "make_mlp",
     "make_trunk",
+    "min_entropy_heads",
     "output_width",
     "seeded",
 ]

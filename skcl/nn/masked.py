@@ -30,7 +30,7 @@ Three ways of getting the masks, one class each:
 - :class:`SupermaskLinear`: SupSup's supermasks over fixed random
   signed-constant weights, learned by edge-popup: :math:`M_t` keeps the
   fraction ``density`` of the weights with the largest scores :math:`|s_t|`,
-  with the same straight-through gradient.
+  with the straight-through gradient taken with respect to :math:`|s_t|`.
 
 Examples
 --------
@@ -257,15 +257,23 @@ class ScoreMaskLinear(TaskMaskLinear):
         self.scores[str(int(task))] = nn.Parameter(
             scores.to(self.weight.device, self.weight.dtype).clone())
 
+    def ranked(self, scores: torch.Tensor) -> torch.Tensor:
+        """What the mask thresholds (the scores themselves; autograd runs through it)."""
+        return scores
+
+    def select(self, ranked: torch.Tensor) -> torch.Tensor:
+        r"""The binary mask of ranked scores: :math:`[s > \tau]`."""
+        return ranked > self.threshold
+
     def binarize(self, scores: torch.Tensor) -> torch.Tensor:
-        r"""The binary mask of ``scores``: :math:`[s > \tau]`."""
-        return scores > self.threshold
+        """The binary mask of ``scores``."""
+        return self.select(self.ranked(scores))
 
     def mask(self, task: int) -> torch.Tensor | None:
         key = str(int(task))
         if key in self.scores:
-            scores = self.scores[key]
-            return _StraightThrough.apply(scores, self.binarize(scores.detach()))
+            ranked = self.ranked(self.scores[key])
+            return _StraightThrough.apply(ranked, self.select(ranked.detach()))
         return self.stored_mask(task)
 
     def freeze_scores(self, task: int | None = None) -> None:
@@ -288,7 +296,8 @@ class SupermaskLinear(ScoreMaskLinear):
     no bias. Task :math:`t`'s mask keeps the ``density`` fraction of the
     entries with the largest :math:`|s_t|`:
     :math:`M_t = \text{top-}k(|s_t|)`, with the straight-through gradient of
-    :class:`ScoreMaskLinear`. Scores start as ``nn.Linear`` weights do,
+    :class:`ScoreMaskLinear` reaching :math:`|s_t|` (so :math:`s_t` through its sign).
+    Scores start as ``nn.Linear`` weights do,
     :math:`U(-1/\sqrt{\text{fan-in}}, 1/\sqrt{\text{fan-in}})`.
 
     Parameters
@@ -329,12 +338,15 @@ class SupermaskLinear(ScoreMaskLinear):
         generator = torch.Generator().manual_seed(seed)
         self.add_scores(task, self._uniform(tuple(self.weight.shape), generator))
 
-    def binarize(self, scores: torch.Tensor) -> torch.Tensor:
-        magnitude = scores.abs().flatten()
-        keep = max(1, round(self.density * magnitude.numel())) if magnitude.numel() else 0
-        mask = torch.zeros_like(magnitude, dtype=torch.bool)
-        mask[magnitude.topk(keep).indices] = True
-        return mask.view_as(scores)
+    def ranked(self, scores: torch.Tensor) -> torch.Tensor:
+        return scores.abs()
+
+    def select(self, ranked: torch.Tensor) -> torch.Tensor:
+        flat = ranked.flatten()
+        keep = max(1, round(self.density * flat.numel())) if flat.numel() else 0
+        mask = torch.zeros_like(flat, dtype=torch.bool)
+        mask[flat.topk(keep).indices] = True
+        return mask.view_as(ranked)
 
     def grow(self, n_new: int, seed: int) -> None:
         """Append ``n_new`` output rows (fixed signed constants): stored masks get rows of

@@ -15,7 +15,9 @@ asks for masked, gated or column layers without copying the MLP builder, and
 :class:`TaskSequential` hands the task to the layers that take it. One module
 per concept: :mod:`skcl.nn.core` (trunks, growing heads, per-task heads),
 :mod:`skcl.nn.masked` (per-task binary, thresholded-score and supermask layers),
-:mod:`skcl.nn.gated` (units gated per task by a task embedding, HAT).
+:mod:`skcl.nn.gated` (units gated per task by a task embedding, HAT),
+:mod:`skcl.nn.generators` (a VAE of the inputs), :mod:`skcl.nn.hyper`
+(hypernetworks and the networks whose weights they generate).
 
 Examples
 --------
@@ -48,6 +50,9 @@ from skcl.nn.masked import (
     TaskMaskLinear,
 )
 from skcl.nn.gated import GateContext, GatedHeads, GatedLinear, min_entropy_heads
+from skcl.nn.picking import PickHeads, PickLinear
+from skcl.nn.generators import VAE, FeatureScale
+from skcl.nn.hyper import GeneratedNetworks, HyperMLP, HyperNetwork
 
 __all__ = [
     "ColumnNetwork",
@@ -55,8 +60,14 @@ __all__ = [
     "GateContext",
     "GatedHeads",
     "GatedLinear",
+    "FeatureScale",
+    "GeneratedNetworks",
+    "HyperMLP",
+    "HyperNetwork",
     "IncrementalLinear",
     "MaskedLinear",
+    "PickHeads",
+    "PickLinear",
     "ScoreMaskLinear",
     "SharedHead",
     "SupermaskLinear",
@@ -64,6 +75,7 @@ __all__ = [
     "TaskHeads",
     "TaskMaskLinear",
     "TaskSequential",
+    "VAE",
     "call_trunk",
     "make_mlp",
     "make_trunk",

@@ -73,9 +73,6 @@ ENTRIES: tuple[Entry, ...] = (
     Entry("cumulative", "baselines", "CumulativeClassifier"),
     Entry("ensemble", "baselines", "EnsembleClassifier"),
     Entry("multihead", "architectural", "MultiHeadClassifier"),
-    Entry("packnet", "masks", "PackNetClassifier"),
-    Entry("piggyback", "masks", "PiggybackClassifier"),
-    Entry("supsup", "masks", "SupSupClassifier", ("supermasks",)),
     Entry("ewc", "regularization", "EWCClassifier"),
     Entry("si", "regularization", "SIClassifier", ("synaptic-intelligence",)),
     Entry("mas", "regularization", "MASClassifier"),
@@ -94,10 +91,7 @@ ENTRIES: tuple[Entry, ...] = (
     Entry("icarl", "icarl", "ICaRLClassifier"),
     Entry("progressive", "columns", "ProgressiveClassifier", ("pnn", "progressive-networks")),
     Entry("pnc", "columns", "ProgressCompressClassifier", ("progress-compress",)),
-    Entry("cwrstar", "consolidated", "CWRStarClassifier", ("cwr", "cwr*")),
-    Entry("ar1", "consolidated", "AR1Classifier", ("ar1*", "ar1star")),
     Entry("hat", "gates", "HATClassifier", ("hard-attention",)),
-    Entry("cpg", "gates", "CPGClassifier", ("compacting-picking-growing",)),
 )
 
 

@@ -132,17 +132,20 @@ class Checkpoint:
 
     Entered once per public call (nested entries do nothing). The copy is a
     deep copy, so parameters, optimizer state, memories and generators come
-    back exactly as they were.
+    back exactly as they were; objects ``shared()`` returns are kept as they
+    are instead of copied (the call promises not to change them).
     """
 
-    def __init__(self, estimator):
+    def __init__(self, estimator, shared=tuple):
         self.estimator = estimator
+        self.shared = shared
 
     def __enter__(self):
         est = self.estimator
         self.outer = not est.__dict__.get("_in_call", False)
         if self.outer:
-            self.saved = copy.deepcopy(est.__dict__)
+            memo = {id(obj): obj for obj in self.shared()}
+            self.saved = copy.deepcopy(est.__dict__, memo)
             est.__dict__["_in_call"] = True
         return self
 

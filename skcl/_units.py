@@ -9,6 +9,8 @@ units.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 
@@ -60,6 +62,15 @@ class OutputUnits:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def __deepcopy__(self, memo: dict) -> OutputUnits:
+        # Arrays, tensors and labels are replaced, never written in place: a copy shares
+        # them and copies only the containers, so checkpoints stay cheap with many classes.
+        new = copy.copy(self)
+        new.task_classes, new.tasks = dict(self.task_classes), list(self.tasks)
+        new.unit, new.labels = dict(self.unit), list(self.labels)
+        memo[id(self)] = new
+        return new
 
     def key(self, task: int) -> int:
         """The head a task's units live in: the task itself, or the shared head."""

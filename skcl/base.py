@@ -471,7 +471,14 @@ class ContinualClassifier(ClassifierMixin, BaseEstimator):
 
     def _all_or_nothing(self):
         """A context that restores the estimator's state if the block raises."""
-        return Checkpoint(self)
+        return Checkpoint(self, self._shared_with_checkpoint)
+
+    def _shared_with_checkpoint(self):
+        """Objects of the state a call's checkpoint shares instead of copying (default none):
+        a method whose state grows with the tasks, while a call trains only one task's part,
+        lists the other parts so that a call's cost does not grow with the tasks. It must
+        replace such a part by a copy before changing it."""
+        return ()
 
     def _make_trunk(self, linear: type[nn.Module] | None = None) -> nn.Module:
         """The trunk: the user's ``backbone``, or the MLP built with ``linear`` layers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -258,6 +259,9 @@ class TaskHeads(nn.Module):
     returns logits over *all* units, with ``-inf`` for units of other tasks, so
     that a cross-entropy on it trains just the task's head and a max over units
     never picks another task's unit. With ``task=None`` every head answers.
+    :meth:`task_logits` gives one task's logits alone, and :meth:`task_parts`
+    the modules that are one task's own: training a task costs the same
+    however many tasks there are.
 
     Parameters
     ----------
@@ -296,11 +300,23 @@ class TaskHeads(nn.Module):
     def n_units(self) -> int:
         return int(self.unit_task.numel())
 
+    def __deepcopy__(self, memo: dict) -> TaskHeads:
+        # The trunk factory (often an estimator's bound method) is shared, not copied:
+        # copying it would copy the whole estimator with every copy of the network.
+        memo.setdefault(id(self.make_trunk), self.make_trunk)
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        new.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return new
+
     def _trunk(self, task: int) -> nn.Module:
         return self.trunks["shared" if self.shared_trunk else str(task)]
 
     def add_units(self, task: int, n_new: int, seed: int) -> None:
-        """Append ``n_new`` units to ``task``'s head, creating the head (and trunk) if new."""
+        """Append ``n_new`` units to ``task``'s head, creating the head (and trunk) if new.
+
+        An existing head grows as a copy (:meth:`own`): the head object it
+        replaces is left unchanged."""
         key = str(task)
         if key not in self.heads:
             device = self.unit_task.device
@@ -309,9 +325,54 @@ class TaskHeads(nn.Module):
                     self.trunks[key] = self.make_trunk().to(device)
             width = output_width(self._trunk(task), self.n_features)
             self.heads[key] = IncrementalLinear(width).to(device)
+            for part in self.task_parts(task):
+                part.train(self.training)
+        else:
+            self.heads[key] = copy.deepcopy(self.heads[key])
         self.heads[key].grow(n_new, seed)
         new = torch.full((n_new,), task, dtype=torch.long, device=self.unit_task.device)
         self.unit_task = torch.cat([self.unit_task, new])
+
+    def task_parts(self, task: int) -> list[nn.Module]:
+        """The modules that are ``task``'s alone: its head, and its trunk unless shared."""
+        key = str(task)
+        parts = [self.heads[key]] if key in self.heads else []
+        if not self.shared_trunk and key in self.trunks:
+            parts.append(self.trunks[key])
+        return parts
+
+    def parts_except(self, task: int | None) -> list[nn.Module]:
+        """Every task's own modules but ``task``'s: what training ``task`` leaves untouched."""
+        skip = str(task)
+        containers = [self.heads] if self.shared_trunk else [self.heads, self.trunks]
+        return [module for container in containers
+                for key, module in container._modules.items() if key != skip]
+
+    def train(self, mode: bool = True) -> TaskHeads:
+        """Set training mode. Every part is kept in the network's mode, so setting the mode
+        it has already costs nothing however many heads there are (the training loop sets
+        it each epoch)."""
+        if mode != self.training:
+            super().train(mode)
+        return self
+
+    def own(self, task: int) -> None:
+        """Replace ``task``'s own modules by copies, leaving the objects they were (which
+        a checkpoint may share) unchanged."""
+        key = str(task)
+        if key in self.heads:
+            self.heads[key] = copy.deepcopy(self.heads[key])
+        if not self.shared_trunk and key in self.trunks:
+            self.trunks[key] = copy.deepcopy(self.trunks[key])
+
+    def units(self, task: int) -> torch.Tensor:
+        """Indices of ``task``'s units, in the order of its head's rows."""
+        return torch.nonzero(self.unit_task == task).flatten()
+
+    def task_logits(self, x: torch.Tensor, task: int) -> torch.Tensor:
+        """Logits of ``task``'s units only (columns in the order of :meth:`units`): the
+        columns of ``forward(x, task)`` that are not ``-inf``."""
+        return self.heads[str(task)](call_trunk(self._trunk(task), x, task))
 
     def features(self, x: torch.Tensor, task: int) -> torch.Tensor:
         """The representation ``task``'s head reads."""
@@ -319,12 +380,12 @@ class TaskHeads(nn.Module):
 
     def forward(self, x: torch.Tensor, task: torch.Tensor | int | None = None) -> torch.Tensor:
         out = x.new_full((x.shape[0], self.n_units), float("-inf"))
-        tasks = self._tasks_to_run(task, x.shape[0])
+        tasks = self._tasks_to_run(task)
         shared = (call_trunk(self.trunks["shared"], x, task) if self.shared_trunk and tasks
                   else None)
         for t, rows in tasks:
             feats = shared if shared is not None else call_trunk(self._trunk(t), x, t)
-            units = torch.nonzero(self.unit_task == t).flatten()
+            units = self.units(t)
             logits = self.heads[str(t)](feats if rows is None else feats[rows])
             if rows is None:
                 out = out.index_copy(1, units, logits)
@@ -333,13 +394,12 @@ class TaskHeads(nn.Module):
                 out = out.index_copy(0, rows, block)
         return out
 
-    def _tasks_to_run(self, task, n_rows):
-        known = [int(k) for k in self.heads.keys()]
+    def _tasks_to_run(self, task):
         if task is None:
-            return [(t, None) for t in known]
+            return [(int(k), None) for k in self.heads.keys()]
         if isinstance(task, int):
-            return [(task, None)] if task in known else []
+            return [(task, None)] if str(task) in self.heads else []
         values = torch.unique(task).tolist()
         if len(values) == 1:
-            return [(values[0], None)] if values[0] in known else []
-        return [(t, torch.nonzero(task == t).flatten()) for t in values if t in known]
+            return [(values[0], None)] if str(values[0]) in self.heads else []
+        return [(t, torch.nonzero(task == t).flatten()) for t in values if str(t) in self.heads]

@@ -6,7 +6,37 @@ from skcl.base import ContinualClassifier
 from skcl.nn import TaskHeads
 
 
-class MultiHeadClassifier(ContinualClassifier):
+class _PerTaskParts(ContinualClassifier):
+    """A :class:`~skcl.nn.TaskHeads` network whose task trains only its own parts.
+
+    The optimizer holds the shared trunk (if any) and the open task's head
+    (and trunk); a call's checkpoint shares every other task's parts instead
+    of copying them, and a task that opens again gets copies of its parts
+    before training them (:meth:`~skcl.nn.TaskHeads.own`). A task's training
+    thus costs the same however many tasks came before it.
+    """
+
+    _task_specific_units = True
+
+    def _trainable_parameters(self):
+        network = self.network_
+        if network.shared_trunk:
+            yield from network.trunks["shared"].parameters()
+        for part in network.task_parts(self.current_task_):
+            yield from part.parameters()
+
+    def _before_task(self, task: int) -> None:
+        super()._before_task(task)
+        self.network_.own(task)
+
+    def _shared_with_checkpoint(self):
+        network = getattr(self, "network_", None)
+        if not isinstance(network, TaskHeads):
+            return ()
+        return network.parts_except(self.current_task_)
+
+
+class MultiHeadClassifier(_PerTaskParts):
     """A shared trunk with one output head per task (multi-head).
 
     Training on task ``t`` updates the trunk and head ``t`` only, with a
@@ -30,8 +60,6 @@ class MultiHeadClassifier(ContinualClassifier):
     >>> sorted(int(k) for k in clf.network_.heads)
     [0, 1, 2, 3, 4]
     """
-
-    _task_specific_units = True
 
     def _make_network(self):
         return TaskHeads(self._make_trunk, self.n_features_in_, shared_trunk=True)

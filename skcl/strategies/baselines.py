@@ -8,6 +8,7 @@ from torch import nn
 from skcl.base import Batch, ContinualClassifier
 from skcl.memory import SampleStore
 from skcl.nn import TaskHeads
+from skcl.strategies.architectural import _PerTaskParts
 
 
 class NaiveClassifier(ContinualClassifier):
@@ -98,7 +99,7 @@ class CumulativeClassifier(ContinualClassifier):
         self._run_epoch(self.memory_.tensors())
 
 
-class EnsembleClassifier(ContinualClassifier):
+class EnsembleClassifier(_PerTaskParts):
     """One independent model per task.
 
     Each task id gets a fresh network (trunk and head) trained only on that
@@ -122,15 +123,8 @@ class EnsembleClassifier(ContinualClassifier):
     5
     """
 
-    _task_specific_units = True
-
     def _make_network(self):
         return TaskHeads(self._make_trunk, self.n_features_in_, shared_trunk=False)
-
-    def _trainable_parameters(self):
-        key = str(self.current_task_)
-        yield from self.network_.trunks[key].parameters()
-        yield from self.network_.heads[key].parameters()
 
     def _scoring_network(self) -> nn.Module:
         return _PerTaskLogSoftmax(super()._scoring_network())

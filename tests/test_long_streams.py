@@ -1,0 +1,200 @@
+"""Long streams stay bounded: what an estimator keeps, and what a task's training
+touches, does not grow with the number of tasks unless the method grows by design.
+
+Each test runs a stream of 60 tiny tasks (two classes, 12 samples each) and
+compares state sizes or counts, never wall-clock times; benchmarks/bench_soak.py
+measures memory and seconds per task over 1000 tasks.
+"""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from skcl import (
+    AGEMClassifier,
+    CumulativeClassifier,
+    EnsembleClassifier,
+    GDumbClassifier,
+    GEMClassifier,
+    IMMClassifier,
+    JointClassifier,
+    LatentReplayClassifier,
+    MIRClassifier,
+    MultiHeadClassifier,
+    ReplayClassifier,
+)
+
+TINY = dict(hidden_layer_sizes=(8,), batch_size=16, max_epochs=1, device="cpu",
+            random_state=0)
+N_TASKS = 60
+
+
+def tiny_tasks(n_tasks=N_TASKS, n_per_task=12, n_features=4, seed=0):
+    rng = np.random.default_rng(seed)
+    for t in range(n_tasks):
+        y = np.repeat([2 * t, 2 * t + 1], n_per_task // 2)
+        X = rng.normal(size=(n_per_task, n_features)).astype(np.float32)
+        X[:, 0] += y % 2
+        yield t, X, y
+
+
+def run(clf, tasks, epochs=2):
+    for t, X, y in tasks:
+        for _ in range(epochs):
+            clf.partial_fit(X, y, task_id=t)
+    return clf
+
+
+def digests(obj, seen=None) -> int:
+    """Call fingerprints (32-hex-digit strings) held anywhere in ``obj``'s state."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen or isinstance(obj, (torch.Tensor, np.ndarray, torch.nn.Module)):
+        return 0
+    seen.add(id(obj))
+    if isinstance(obj, str):
+        return int(len(obj) == 32 and all(c in "0123456789abcdef" for c in obj))
+    if isinstance(obj, dict):
+        return sum(digests(v, seen) for v in (*obj.keys(), *obj.values()))
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return sum(digests(v, seen) for v in obj)
+    if hasattr(obj, "__dict__"):
+        return digests(vars(obj), seen)
+    return 0
+
+
+def tensor_numel(obj, seen=None) -> int:
+    """Elements of every tensor reachable from ``obj`` (each tensor counted once)."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return 0
+    seen.add(id(obj))
+    if isinstance(obj, torch.Tensor):
+        return obj.numel()
+    if isinstance(obj, torch.nn.Module):
+        return sum(tensor_numel(t, seen) for t in (*obj.parameters(), *obj.buffers()))
+    if isinstance(obj, dict):
+        return sum(tensor_numel(v, seen) for v in obj.values())
+    if isinstance(obj, (list, tuple, set)):
+        return sum(tensor_numel(v, seen) for v in obj)
+    if hasattr(obj, "__dict__") and not isinstance(obj, type):
+        return tensor_numel(vars(obj), seen)
+    return 0
+
+
+# ------------------------------------------------------------------ memories
+
+
+@pytest.mark.parametrize("cls", [GEMClassifier, AGEMClassifier], ids=lambda c: c.__name__)
+def test_episodic_memory_keeps_the_most_recent_tasks(cls):
+    clf = cls(memory_size=10, **TINY)
+    for t, X, y in tiny_tasks():
+        run(clf, [(t, X, y)])
+        memory = clf.memory_
+        assert len(memory) <= 10
+        # Every new task has samples, the oldest are forgotten once tasks outnumber slots.
+        assert memory.tasks == list(range(max(0, t - 9), t + 1))
+        assert [stop - start for _, start, stop in memory.segments()] == \
+            [10 // len(memory.tasks) + (i < 10 % len(memory.tasks))
+             for i in range(len(memory.tasks))]
+    if cls is GEMClassifier:  # one constraint per remembered task but the open one
+        tasks = [t for t in clf.memory_.tasks if t != clf.current_task_]
+        assert clf.memory_gradients(tasks).shape[0] == 9
+
+
+@pytest.mark.parametrize("cls, params", [
+    (ReplayClassifier, {"memory_size": 20}),
+    (MIRClassifier, {"memory_size": 20, "n_candidates": 8, "k": 4}),
+    (GDumbClassifier, {"memory_size": 20, "gdumb_epochs": 1}),
+    (LatentReplayClassifier, {"memory_size": 20}),
+    (GEMClassifier, {"memory_size": 20}),
+    (AGEMClassifier, {"memory_size": 20, "sample_size": 8}),
+    (JointClassifier, {}),
+    (CumulativeClassifier, {}),
+], ids=lambda v: v.__name__ if isinstance(v, type) else "")
+def test_call_fingerprints_do_not_accumulate(cls, params):
+    clf = run(cls(**params, **TINY), tiny_tasks(20), epochs=3)
+    # Only the open task's call is remembered (to skip its repeated epochs).
+    assert 1 <= digests(clf) <= 2
+    memory = clf.memory_
+    before = len(memory)
+    t, X, y = list(tiny_tasks(20))[-1]
+    clf.partial_fit(X, y, task_id=t)  # another epoch of the open task: not stored again
+    assert len(memory) == before
+
+
+# ------------------------------------------------------------------ IMM
+
+
+@pytest.mark.parametrize("merge", ["mean", "mode"])
+def test_imm_state_does_not_grow_with_tasks(merge):
+    clf = IMMClassifier(merge=merge, fisher_samples=8, **TINY)
+    ratios = []
+    for n_tasks in (20, N_TASKS):
+        run(clf, list(tiny_tasks(n_tasks))[len(ratios) and 20:])
+        clf.end_task()
+        ratios.append(tensor_numel(vars(clf)) / tensor_numel(clf.network_))
+        assert clf.moments_.n_solutions == n_tasks
+    # State per network parameter is the same after 20 and after 60 tasks (it was ~2 per
+    # task when every solution and Fisher was kept).
+    assert ratios[1] == pytest.approx(ratios[0], rel=0.05)
+    assert ratios[1] < 10
+
+
+# ------------------------------------------------------------------ per-task parts
+
+
+class _CountParameterCopies:
+    """Counts the parameters deep-copied while active (checkpoints copy what they keep)."""
+
+    def __init__(self, monkeypatch):
+        self.n = 0
+        original = torch.nn.Parameter.__deepcopy__
+
+        def counting(param, memo):
+            self.n += 1
+            return original(param, memo)
+
+        monkeypatch.setattr(torch.nn.Parameter, "__deepcopy__", counting)
+
+
+@pytest.mark.parametrize("cls", [MultiHeadClassifier, EnsembleClassifier],
+                         ids=lambda c: c.__name__)
+def test_a_task_trains_and_copies_a_bounded_number_of_parameters(cls, monkeypatch):
+    clf = cls(**TINY)
+    tasks = list(tiny_tasks())
+    counter = _CountParameterCopies(monkeypatch)
+    trained, copied = [], []
+    for t, X, y in tasks:
+        counter.n = 0
+        run(clf, [(t, X, y)])
+        copied.append(counter.n)
+        trained.append(sum(p.numel() for group in clf._optimizer_.param_groups
+                           for p in group["params"]))
+    # The optimizer holds the open task's parts (and the shared trunk) only ...
+    assert trained[5] == trained[-1]
+    # ... and a call's checkpoint copies the same parameters at task 60 as at task 5.
+    assert copied[5] == copied[-1]
+    assert len(clf.network_.heads) == N_TASKS
+
+
+@pytest.mark.parametrize("cls", [MultiHeadClassifier, EnsembleClassifier],
+                         ids=lambda c: c.__name__)
+def test_a_failed_call_on_a_revisited_task_leaves_its_shared_parts_unchanged(cls):
+    clf = run(cls(**TINY), list(tiny_tasks(5)))
+    clf.end_task()
+    before = {n: p.detach().clone() for n, p in clf.network_.named_parameters()}
+    head = clf.network_.heads["2"]
+    t, X, y = list(tiny_tasks(5))[2]
+    with pytest.raises(FloatingPointError):
+        clf.partial_fit(X, y, task_id=t, sample_weight=np.full(len(y), 1e30))
+    assert clf.network_.heads["2"] is head
+    for name, p in clf.network_.named_parameters():
+        assert torch.equal(p, before[name]), name
+    # A successful revisit trains a copy of the head; the object a checkpoint shared stays.
+    old = copy.deepcopy(head)
+    clf.partial_fit(X, y, task_id=t)
+    assert clf.network_.heads["2"] is not head
+    assert torch.equal(head.weight, old.weight)
+    assert not torch.equal(clf.network_.heads["2"].weight, old.weight)

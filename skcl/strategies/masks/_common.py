@@ -1,0 +1,152 @@
+"""What PackNet, Piggyback and SupSup share: per-task heads, predictions from binary
+masks, and task inference when predictions come without a task id."""
+
+from __future__ import annotations
+
+import copy
+import functools
+
+import numpy as np
+import torch
+from sklearn.utils.validation import check_is_fitted, validate_data
+from torch import nn
+
+from skcl._call import _PREDICT_CHUNK
+from skcl._guard import float64_copy, scoring_view
+from skcl._validation import check_task_ids
+from skcl.base import ContinualClassifier
+from skcl.nn import ScoreMaskLinear, Superposition, TaskMaskLinear
+
+
+def entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of the softmax of ``logits`` over the last axis (``-inf`` logits count as
+    probability 0)."""
+    return torch.special.entr(torch.softmax(logits, dim=-1)).sum(dim=-1)
+
+
+def layer_factory(cls: type, **kwargs) -> functools.partial:
+    """``cls`` with ``kwargs`` bound, as the layer factory of a trunk: picklable (networks
+    keep their trunk factory) and named after ``cls`` in error messages."""
+    factory = functools.partial(cls, **kwargs)
+    factory.__name__ = cls.__name__
+    return factory
+
+
+class EntropyTaskInference(nn.Module):
+    """A per-task network that, given no task, infers each sample's task by confidence.
+
+    With a task (one id, or one per sample), the network's own logits. Without
+    one, every task's head scores the sample under that task's masks, and the
+    task whose softmax has the lowest entropy answers: the logits are that
+    task's (``-inf`` on other tasks' units).
+
+    Parameters
+    ----------
+    network : torch.nn.Module
+        Follows :mod:`skcl.nn`'s contract and has a ``unit_task`` buffer (the
+        task of each unit).
+    """
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.network = network
+
+    def tasks(self) -> torch.Tensor:
+        """The tasks the network has units for, sorted."""
+        return torch.unique(self.network.unit_task)
+
+    def infer(self, x: torch.Tensor) -> torch.Tensor:
+        """The task of each row of ``x``."""
+        tasks = self.tasks()
+        scores = torch.stack([entropy(self.network(x, int(t))) for t in tasks])
+        return tasks[scores.argmin(dim=0)]
+
+    def forward(self, x: torch.Tensor, task=None) -> torch.Tensor:
+        return self.network(x, self.infer(x) if task is None else task)
+
+
+class OneShotTaskInference(EntropyTaskInference):
+    r"""Task inference by SupSup's "One-Shot" rule (Wortsman et al., NeurIPS 2020).
+
+    Every sample runs once through the superposition of all tasks' masks with
+    weights :math:`\alpha_i = 1/k`; its task is
+    :math:`\arg\max_i \left(-\partial \mathcal{H}(p(\alpha)) / \partial \alpha_i\right)`,
+    with :math:`\mathcal{H}` the entropy of the output. One row of
+    :math:`\alpha` per sample (:class:`~skcl.nn.Superposition`) keeps each
+    sample's gradient its own. The gradient is taken inside ``forward`` with
+    autograd enabled locally, with respect to :math:`\alpha` only: the
+    network's tensors stay untouched.
+    """
+
+    def infer(self, x: torch.Tensor) -> torch.Tensor:
+        tasks = self.tasks()
+        with torch.enable_grad():
+            alpha = x.new_full((x.shape[0], len(tasks)), 1.0 / len(tasks)).requires_grad_()
+            logits = self.network(x, Superposition(alpha, tuple(tasks.tolist())))
+            (grad,) = torch.autograd.grad(entropy(logits).sum(), alpha)
+        return tasks[grad.argmin(dim=1)]
+
+
+class MaskedTaskClassifier(ContinualClassifier):
+    """Base of the mask methods: a mask and a head per task, and task inference.
+
+    Predictions read a float64 copy of the network in which every task's
+    scores are already its binary mask (thresholded in the training dtype,
+    so a task still open predicts as it will once closed).
+    """
+
+    _task_specific_units = True
+    #: The :class:`EntropyTaskInference` a method predicts through.
+    _inference = EntropyTaskInference
+
+    def _scoring_network(self) -> nn.Module:
+        with torch.no_grad():
+            network = copy.deepcopy(self.network_)
+        for layer in network.modules():
+            if isinstance(layer, ScoreMaskLinear):
+                layer.freeze_scores()
+        return self._inference(float64_copy(network))
+
+    def _masked_trunk(self, factory) -> nn.Module:
+        """The MLP trunk built with ``factory``'s layers (picklable, as ``self._make_trunk``)."""
+        return self._make_trunk(linear=factory)
+
+    def masked_layers(self) -> list[TaskMaskLinear]:
+        """The network's masked layers, input first."""
+        return [m for m in self.network_.modules() if isinstance(m, TaskMaskLinear)]
+
+    def infer_task(self, X) -> np.ndarray:
+        """The task the method infers for each sample when predicting without ``task_id``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        task_ids : ndarray of shape (n_samples,)
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=np.float32)
+        view = scoring_view(self, self._scoring_view, self._scoring_key)
+        X_t = torch.from_numpy(np.asarray(X, dtype=np.float64)).to(self.device_)
+        with torch.no_grad():
+            chunks = [view.network.infer(X_t[i:i + _PREDICT_CHUNK])
+                      for i in range(0, X_t.shape[0], _PREDICT_CHUNK)]
+        return torch.cat(chunks).cpu().numpy() if chunks else np.empty(0, dtype=np.int64)
+
+    def task_inference_score(self, X, task_id) -> float:
+        """Fraction of samples whose inferred task (:meth:`infer_task`) is ``task_id``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        task_id : int or array-like of shape (n_samples,)
+            The true task of the samples.
+
+        Returns
+        -------
+        accuracy : float
+        """
+        inferred = self.infer_task(X)
+        return float(np.mean(inferred == check_task_ids(task_id, inferred.shape[0])))

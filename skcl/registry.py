@@ -94,6 +94,8 @@ ENTRIES: tuple[Entry, ...] = (
     Entry("icarl", "icarl", "ICaRLClassifier"),
     Entry("progressive", "columns", "ProgressiveClassifier", ("pnn", "progressive-networks")),
     Entry("pnc", "columns", "ProgressCompressClassifier", ("progress-compress",)),
+    Entry("cwrstar", "consolidated", "CWRStarClassifier", ("cwr",)),
+    Entry("ar1", "consolidated", "AR1Classifier", ("ar1star",)),
     Entry("hat", "gates", "HATClassifier", ("hard-attention",)),
 )
 

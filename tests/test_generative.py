@@ -5,14 +5,13 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from conftest import SMALL
 
 from skcl import GenerativeNegativeReplayClassifier, GenerativeReplayClassifier
 from skcl._batch import GENERATED, STREAM
 from skcl.generator import GenerativeMemory, replay_weights
 from skcl.memory import concat_batches
 from skcl.nn import VAE
-
-from conftest import SMALL
 
 METHODS = [GenerativeReplayClassifier, GenerativeNegativeReplayClassifier]
 

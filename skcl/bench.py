@@ -63,7 +63,8 @@ from skcl.datasets import STREAMS, TaskStream, load_stream
 from skcl.report import RESULTS_FILE
 
 __all__ = [
-    "BACKENDS", "BenchError", "BenchRun", "estimator_names", "load_settings", "run_bench",
+    "BACKENDS", "BenchError", "BenchRun", "count_parameters", "estimator_names", "load_settings",
+    "run_bench",
     "stream_scenarios", "try_estimator",
 ]
 
@@ -129,13 +130,43 @@ def _run_cell(task: _Task, stream: TaskStream) -> dict[str, Any]:
         data = result.to_dict()
         record.update({k: data[k] for k in ("R", "b", "acc", "bwt", "fwt", "forgetting",
                                             "train_seconds", "experience_seconds")})
-        record.update(status="ok", error=None, mean_forgetting=result.mean_forgetting)
+        record.update(status="ok", error=None, mean_forgetting=result.mean_forgetting,
+                      n_parameters=count_parameters(estimator))
     finally:
         torch.set_num_threads(threads)
     device = getattr(estimator, "device_", None) or task.params.get("device", "cpu")
     record.update(device=str(device), wall_seconds=time.perf_counter() - start,
                   finished_at=datetime.now(timezone.utc).isoformat())
     return record
+
+
+def count_parameters(estimator) -> int:
+    """How many numbers an estimator holds to predict, at the end of its stream.
+
+    For a skcl estimator, every entry of every parameter and buffer of the
+    network its predictions read (its scoring network): trained and frozen
+    weights, per-task heads, and masks, one entry of a boolean mask counting
+    one. For a scikit-learn estimator, the entries of ``coef_``,
+    ``intercept_``, ``coefs_`` and ``intercepts_``.
+
+    Examples
+    --------
+    >>> from sklearn.linear_model import SGDClassifier
+    >>> from skcl.bench import count_parameters
+    >>> count_parameters(SGDClassifier().fit([[0.0, 1.0], [1.0, 0.0]], [0, 1]))
+    3
+    """
+    from skcl._guard import scoring_view
+    from skcl.base import ContinualClassifier
+
+    if isinstance(estimator, ContinualClassifier):
+        network = scoring_view(estimator, estimator._scoring_view,
+                               estimator._scoring_key).network
+        return sum(t.numel() for t in (*network.parameters(), *network.buffers()))
+    arrays = [getattr(estimator, name, None) for name in
+              ("coef_", "intercept_", "coefs_", "intercepts_")]
+    return int(sum(np.size(a) for value in arrays if value is not None
+                   for a in (value if isinstance(value, list) else [value])))
 
 
 def _record(task: _Task, exc: BaseException | None = None) -> dict[str, Any]:

@@ -162,7 +162,9 @@ def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
         ``bwt``, ``fwt``, ``mean_forgetting``, ``train_seconds`` with its
         ``<name>_std`` (sample standard deviation, NaN for one seed), and
         ``vs_naive``: mean training seconds over Naive's in the same
-        stream and scenario.
+        stream and scenario, and ``n_parameters``: the mean over seeds of the
+        numbers the estimator holds to predict at the end of the stream
+        (:func:`skcl.bench.count_parameters`; NaN when not recorded).
 
     Examples
     --------
@@ -195,6 +197,8 @@ def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
                 row[f"{metric}_std"] = float(finite.std(ddof=1)) if finite.size > 1 \
                     else float("nan")
             row["vs_naive"] = row["train_seconds"] / naive_seconds
+            counts = [c["n_parameters"] for c in ok if c.get("n_parameters") is not None]
+            row["n_parameters"] = float(np.mean(counts)) if counts else float("nan")
             rows.append(row)
     return rows
 
@@ -316,18 +320,19 @@ def _pm(mean: float, std: float, fmt: str) -> str:
 
 
 def _table(rows: list[dict[str, Any]]) -> list[str]:
-    lines = ["| method | ACC | BWT | FWT | forgetting | train s | × Naive | seeds ok |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| method | ACC | BWT | FWT | forgetting | train s | × Naive | params | seeds ok |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         seconds = "n/a" if np.isnan(r["train_seconds"]) else \
             f"{r['train_seconds']:.2f}" + ("" if np.isnan(r["train_seconds_std"])
                                            else f" ± {r['train_seconds_std']:.2f}")
         ratio = "n/a" if np.isnan(r["vs_naive"]) else f"{r['vs_naive']:.2f}"
+        params = "n/a" if np.isnan(r["n_parameters"]) else f"{r['n_parameters']:,.0f}"
         lines.append(
             f"| {r['label'].replace('|', '/')} | {_pm(r['acc'], r['acc_std'], '.3f')} | "
             f"{_pm(r['bwt'], r['bwt_std'], '+.3f')} | {_pm(r['fwt'], r['fwt_std'], '+.3f')} | "
             f"{_pm(r['mean_forgetting'], r['mean_forgetting_std'], '.3f')} | {seconds} | "
-            f"{ratio} | {r['n_ok']}/{r['n_cells']} |"
+            f"{ratio} | {params} | {r['n_ok']}/{r['n_cells']} |"
         )
     return lines
 
@@ -385,7 +390,7 @@ def write_report(results: dict[str, Any], out: str | os.PathLike) -> Path:
     ...         "train_seconds": 2.0}
     >>> with tempfile.TemporaryDirectory() as out:
     ...     text = write_report({"cells": [cell]}, out).read_text()
-    >>> "| naive | 0.750 | -0.500 | +0.000 | 0.500 | 2.00 | 1.00 | 1/1 |" in text
+    >>> "| naive | 0.750 | -0.500 | +0.000 | 0.500 | 2.00 | 1.00 | n/a | 1/1 |" in text
     True
     """
     out = Path(out)
@@ -421,7 +426,10 @@ def write_report(results: dict[str, Any], out: str | os.PathLike) -> Path:
         "ACC, BWT, FWT and forgetting as in Lopez-Paz & Ranzato (2017), see PROTOCOL.md; "
         "mean ± sample standard deviation over seeds. `train s`: wall seconds of training "
         "over the stream, evaluation excluded; `× Naive`: those seconds over Naive's in the "
-        "same run, stream and scenario. Cells run side by side share the machine, so "
+        "same run, stream and scenario; `params`: the numbers the estimator holds to "
+        "predict at the end of the stream, every entry of every tensor its predictions "
+        "read (trained and frozen weights, heads, masks: one mask bit counts one). "
+        "Cells run side by side share the machine, so "
         "seconds compare best within one run.",
         "",
     ]

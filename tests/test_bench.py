@@ -50,11 +50,15 @@ def test_tiny_grid_end_to_end(tmp_path, capsys):
     mlp = cells[1]["params"]
     assert mlp["hidden_layer_sizes"] == [8] and mlp["learning_rate_init"] == 0.05
     assert cells[1]["estimator_class"] == "sklearn.neural_network.MLPClassifier"
+    # the numbers each model predicts with: 64 -> 8 -> 10 weights and biases
+    assert cells[1]["n_parameters"] == 64 * 8 + 8 + 8 * 10 + 10
+    assert cells[0]["n_parameters"] == 64 * 8 + 8 + 8 * 10 + 10
 
     report = (tmp_path / "REPORT.md").read_text()
     assert "## split-digits, class-incremental" in report
     assert "## split-digits, task-incremental" in report
-    assert "| method | ACC | BWT | FWT | forgetting | train s | × Naive | seeds ok |" in report
+    assert ("| method | ACC | BWT | FWT | forgetting | train s | × Naive | params | seeds ok |"
+            in report)
     assert "| sklearn MLP |" in report and "## Failed cells\n\nNone." in report
     links = [line[line.index("](") + 2:-1] for line in report.splitlines()
              if line.startswith("![")]

@@ -254,13 +254,14 @@ class QuadraticPenalty:
     def term(self, network: nn.Module) -> torch.Tensor | None:
         r""":math:`\tfrac12 \sum_i k_i (\theta_i - \theta^*_i)^2` as an autograd term (``None``
         while nothing is penalised), for a loss that carries its own gradient: a side run
-        (``_train_phase(loss=...)``, without hooks) on the network or a copy of it."""
+        (``_train_phase(loss=...)``, without hooks) on the network or a copy of it. Same
+        value as :meth:`value` (anchors and stiffness as :meth:`stiffen` fixed them); its
+        gradient is the force :meth:`add_gradient` adds."""
         if not self.stiffness:
             return None
         params = dict(network.named_parameters())
         total = None
-        for name, k in self.stiffness.items():
-            anchor = self.anchor[name]
+        for (name, k), anchor in zip(self.stiffness.items(), self._anchors, strict=True):
             theta = params[name][: anchor.shape[0]]
             total = sum_terms(total, (k * (theta - anchor).square()).sum())
         return 0.5 * total

@@ -17,7 +17,9 @@ per concept: :mod:`skcl.nn.core` (trunks, growing heads, per-task heads),
 :mod:`skcl.nn.masked` (per-task binary, thresholded-score and supermask layers),
 :mod:`skcl.nn.gated` (units gated per task by a task embedding, HAT),
 :mod:`skcl.nn.generators` (a VAE of the inputs), :mod:`skcl.nn.hyper`
-(hypernetworks and the networks whose weights they generate).
+(hypernetworks and the networks whose weights they generate),
+:mod:`skcl.nn.columns` (progressive columns with lateral adapters),
+:mod:`skcl.nn.consolidated` (CWR*'s consolidated output layer).
 
 Examples
 --------
@@ -30,6 +32,7 @@ torch.Size([3, 2])
 """
 
 from skcl.nn.columns import ColumnNetwork
+from skcl.nn.consolidated import ConsolidatedHead, ConsolidatedNetwork
 from skcl.nn.core import (
     GLOBAL_RNG_LOCK,
     IncrementalLinear,
@@ -56,6 +59,8 @@ from skcl.nn.hyper import GeneratedNetworks, HyperMLP, HyperNetwork
 
 __all__ = [
     "ColumnNetwork",
+    "ConsolidatedHead",
+    "ConsolidatedNetwork",
     "GLOBAL_RNG_LOCK",
     "GateContext",
     "GatedHeads",

@@ -64,6 +64,12 @@ class GEMFloor(skcl.GEMClassifier):
 # The per-stream parameters map a stream name to keyword arguments; "*" applies to all.
 # Each family lists its settings and, in NOTES, why a setting departs from PROTOCOL.md.
 FAMILIES: dict[str, list[tuple[str, str, dict]]] = {
+    "masks": [
+        ("PackNet", "PackNetClassifier",
+         {"split-digits": {"n_tasks": 5}, "permuted-digits": {"n_tasks": 10}}),
+        ("Piggyback", "PiggybackClassifier", {}),
+        ("SupSup", "SupSupClassifier", {"*": {"learning_rate": 0.2}}),
+    ],
     "baselines": [
         ("Cumulative", "CumulativeClassifier", {}),
         ("Ensemble", "EnsembleClassifier", {}),
@@ -115,6 +121,16 @@ REFERENCE_NOTES: dict[str, list[str]] = {
     ],
 }
 NOTES: dict[str, list[str]] = {
+    "masks": [
+        "PackNet, Piggyback, SupSup: one mask and one output head per task inside one "
+        "network (skcl.nn.masked). PackNet's n_tasks is the stream's length (5 split, 10 "
+        "permuted), so each task owns 1/n_tasks of every layer; retrain_epochs=1 after "
+        "pruning. SupSup departs from PROTOCOL.md's learning rate: its scores take "
+        "learning_rate=0.2 (its default; edge-popup's gradient reaches the scores scaled by "
+        "the fixed weights). params: every entry of the tensors predictions read, one "
+        "boolean mask entry counting one (PackNet and Piggyback store one mask per task, "
+        "SupSup one per task and layer over fixed signed constants).",
+    ],
     "baselines": [],
     "regularization": [
         "Stability (EWC, SI, MAS, IMM's L2-transfer): heavy-ball SGD with step size eta and "

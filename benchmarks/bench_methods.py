@@ -76,20 +76,17 @@ FAMILIES: dict[str, list[tuple[str, str, dict]]] = {
         ("MultiHead", "MultiHeadClassifier", {}),
     ],
     "regularization": [
-        ("LwF", "LwFClassifier", {"*": {"alpha": 1.0, "T": 2.0}}),
+        ("LwF", "LwFClassifier", {}),
         ("EWC, protocol lambda", "EWCClassifier",
-         {"split-digits": {"ewc_lambda": 1e4}, "permuted-digits": {"ewc_lambda": 1e3}}),
-        ("EWC", "EWCClassifier",
-         {"split-digits": {"ewc_lambda": 1e4}, "permuted-digits": {"ewc_lambda": 100.0}}),
-        ("online EWC", "EWCClassifier",
-         {"*": {"mode": "online", "gamma": 1.0},
-          "split-digits": {"ewc_lambda": 1e4}, "permuted-digits": {"ewc_lambda": 100.0}}),
-        ("SI, protocol c", "SIClassifier", {"*": {"si_c": 1.0}}),
-        ("SI", "SIClassifier",
-         {"split-digits": {"si_c": 100.0}, "permuted-digits": {"si_c": 1.0}}),
-        ("MAS", "MASClassifier", {"*": {"mas_lambda": 0.03}}),
-        ("mean-IMM", "IMMClassifier", {"*": {"merge": "mean", "l2_transfer": 0.01}}),
-        ("mode-IMM", "IMMClassifier", {"*": {"merge": "mode", "l2_transfer": 0.01}}),
+         {"*": {"normalize_importance": False},
+          "split-digits": {"ewc_lambda": 1e4}, "permuted-digits": {"ewc_lambda": 1e3}}),
+        ("EWC", "EWCClassifier", {}),
+        ("online EWC", "EWCClassifier", {"*": {"mode": "online"}}),
+        ("SI, protocol c", "SIClassifier", {"*": {"si_c": 1.0, "normalize_importance": False}}),
+        ("SI", "SIClassifier", {}),
+        ("MAS", "MASClassifier", {}),
+        ("mean-IMM", "IMMClassifier", {"*": {"merge": "mean"}}),
+        ("mode-IMM", "IMMClassifier", {"*": {"merge": "mode"}}),
     ],
     "memory": [
         ("Replay", "ReplayClassifier", {"*": {"memory_size": 200}}),
@@ -113,6 +110,19 @@ FAMILIES: dict[str, list[tuple[str, str, dict]]] = {
         ("GNR", "GenerativeNegativeReplayClassifier", {}),
         ("HNET", "HyperNetworkClassifier", {"*": {"optimizer": "adam", "learning_rate": 0.001}}),
     ],
+}
+# Grid name -> the plausible strengths `skcl bench --tune` searches for it, per stream,
+# scenario and seed, on validation data (skcl.model_selection.select_params), and on test
+# data for the report's oracle rows. Centred on each estimator's default (chosen as
+# benchmarks/tune_defaults.py records), a decade either side.
+TUNING: dict[str, dict[str, list]] = {
+    "lwf": {"alpha": [0.1, 1.0, 10.0]},
+    "ewc": {"ewc_lambda": [0.01, 0.1, 1.0]},
+    "online-ewc": {"ewc_lambda": [0.01, 0.1, 1.0]},
+    "si": {"si_c": [0.01, 0.1, 1.0]},
+    "mas": {"mas_lambda": [0.01, 0.1, 1.0]},
+    "imm": {"l2_transfer": [0.001, 0.01, 0.1]},  # mean-IMM (the first IMM entry)
+    "mode-imm": {"l2_transfer": [0.001, 0.01, 0.1]},
 }
 # Timing references this script runs after a family's methods, with their notes; not
 # estimators, so not in FAMILIES and NOTES (which `skcl bench --settings` reads).

@@ -219,7 +219,10 @@ def load_settings(path: str | os.PathLike) -> dict[str, Any]:
     "notes": [...]}``. A Python file (such as ``benchmarks/bench_methods.py``)
     defines ``PROTOCOL`` (the defaults), ``FAMILIES`` (family -> list of
     ``(label, class name, {stream or "*": params})``) and optionally ``NOTES``
-    (family -> list of sentences for the report). JSON lists become tuples.
+    (family -> list of sentences for the report) and ``TUNING`` (grid name ->
+    ``{parameter: [candidates]}``, the grid ``skcl bench --tune`` searches
+    for that estimator; a JSON file gives it as ``"tuning"``). JSON lists
+    become tuples, except in ``"tuning"``.
 
     A class listed more than once in ``FAMILIES`` gives variants: the entry
     whose label is the class's short name (``'EWC'`` for ``EWCClassifier``),
@@ -235,8 +238,8 @@ def load_settings(path: str | os.PathLike) -> dict[str, Any]:
     -------
     settings : dict
         Keys ``'defaults'``, ``'estimators'`` (keyed by the names of
-        :func:`estimator_names` and of the variants), ``'variants'`` and
-        ``'notes'``.
+        :func:`estimator_names` and of the variants), ``'variants'``,
+        ``'notes'`` and ``'tuning'``.
 
     Examples
     --------
@@ -255,10 +258,15 @@ def load_settings(path: str | os.PathLike) -> dict[str, Any]:
             space = runpy.run_path(str(path))
             notes = [n for family in space.get("NOTES", {}).values() for n in family]
             raw = {"defaults": space.get("PROTOCOL", {}), "notes": notes,
+                   "tuning": space.get("TUNING", {}),
                    **_from_families(space.get("FAMILIES", {}))}
         else:
             raw = json.loads(path.read_text(encoding="utf-8"), object_hook=_tuples)
-    except (OSError, SyntaxError, json.JSONDecodeError, ValueError, TypeError) as exc:
+            raw["tuning"] = json.loads(path.read_text(encoding="utf-8")).get("tuning", {})
+        tuning = {_key(k): {str(p): list(v) for p, v in grid.items()}
+                  for k, grid in raw.get("tuning", {}).items()}
+    except (OSError, SyntaxError, json.JSONDecodeError, ValueError, TypeError,
+            AttributeError) as exc:
         raise BenchError(f"cannot read settings from {path}: {exc}") from exc
     return {
         "defaults": dict(raw.get("defaults", {})),
@@ -267,6 +275,7 @@ def load_settings(path: str | os.PathLike) -> dict[str, Any]:
         "variants": {_key(k): {"estimator": _key(v["estimator"]), "label": str(v["label"])}
                      for k, v in raw.get("variants", {}).items()},
         "notes": [str(n) for n in raw.get("notes", [])],
+        "tuning": tuning,
     }
 
 
@@ -358,3 +367,51 @@ def _stream_digest(stream: TaskStream) -> str:
             digest.update(np.ascontiguousarray(array).tobytes() if array.dtype.kind != "O"
                           else repr(array.tolist()).encode())
     return digest.hexdigest()
+
+
+def _tuning_rows(specs: list[_Spec], grids: Mapping[str, Mapping], tune: str,
+                 n_tasks: int) -> dict[str, tuple[_Spec, _Spec, dict]]:
+    """``{row name: (estimator's spec, row's spec, tuning)}``: the tuned and the oracle
+    row of every estimator of the grid that has a tuning grid."""
+    from skcl.model_selection import ORACLE
+
+    known = set(_specs()) | {s.name for s in specs}
+    unknown = sorted(set(grids) - known)
+    if unknown and not all(_key(n) in known for n in unknown):
+        raise BenchError(f"settings: tuning grid for unknown estimator {unknown[0]!r}")
+    rows = {}
+    for spec in specs:
+        grid = grids.get(spec.name)
+        if not grid:
+            continue
+        for protocol in (tune, ORACLE):
+            if protocol == ORACLE:
+                label = f"{spec.label}, ORACLE: tuned on test data (reference only)"
+            else:
+                label = f"{spec.label}, tuned ({protocol}" + (
+                    f", k={n_tasks})" if protocol == "first-tasks" else ")")
+            name = f"{spec.name}@{protocol}"
+            rows[name] = (spec, replace(spec, name=name, label=label),
+                          {"protocol": protocol, "n_tasks": n_tasks, "grid": dict(grid)})
+    return rows
+
+
+def _check_grid(spec: _Spec, grid: Mapping[str, Sequence]) -> None:
+    """Every parameter of a tuning grid is the estimator's, with at least one candidate."""
+    unknown = sorted(set(grid) - set(spec.valid_params()))
+    if unknown:
+        raise BenchError(f"settings: the tuning grid of {spec.name} names {', '.join(unknown)}, "
+                         f"which {spec.cls} does not have")
+    empty = [p for p, values in grid.items() if not list(values)]
+    if empty:
+        raise BenchError(f"settings: the tuning grid of {spec.name} has no candidate for "
+                         f"{empty[0]}")
+
+
+def _ordered(specs: list[_Spec], tuning: Mapping[str, tuple]) -> list[_Spec]:
+    """The grid's rows: each estimator, then its tuned and oracle rows."""
+    rows = []
+    for spec in specs:
+        rows.append(spec)
+        rows += [row for base, row, _ in tuning.values() if base.name == spec.name]
+    return rows

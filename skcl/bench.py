@@ -16,6 +16,13 @@ scikit-learn baselines trained by their own ``partial_fit``: ``'sgd'``
 network and SGD, momentum 0.9, ``learning_rate_init`` 0.05, batch 32, no L2).
 ``'naive'`` is in every grid: timings are reported relative to it.
 
+With ``tune`` (``skcl bench --tune first-tasks``), every estimator that has a
+tuning grid in the settings (``TUNING`` in ``benchmarks/bench_methods.py``)
+gets two more rows: tuned by :func:`skcl.model_selection.select_params` under
+that protocol, per stream, scenario and seed, on validation splits of the
+training data only; and an oracle, tuned the same way on the *test* data,
+which the report shows apart, labelled as a reference and never as a result.
+
 Examples
 --------
 >>> import tempfile
@@ -49,17 +56,21 @@ import numpy as np
 
 from skcl._bench_grid import (
     BenchError,
+    _check_grid,
     _jsonable,
     _key,
+    _ordered,
     _resolve_params,
     _specs,
     _stream_digest,
+    _tuning_rows,
     estimator_names,
     load_settings,
     stream_scenarios,
     try_estimator,
 )
-from skcl.datasets import STREAMS, TaskStream, load_stream
+from skcl.datasets import STREAMS, TaskStream
+from skcl.heldout import HELD_OUT_STREAMS
 from skcl.report import RESULTS_FILE
 
 __all__ = [
@@ -89,6 +100,8 @@ class _Task:
     epochs: int
     threads: int
     config: str
+    # {"protocol", "n_tasks", "grid"}: tune within the grid before the run; None: don't.
+    tune: Mapping[str, Any] | None = None
 
     @property
     def id(self) -> str:
@@ -123,6 +136,9 @@ def _run_cell(task: _Task, stream: TaskStream) -> dict[str, Any]:
             torch.manual_seed(task.seed)
             cls = getattr(importlib.import_module(task.module), task.cls)
             estimator = cls(**task.params, random_state=task.seed)
+            if task.tune is not None:
+                record["tuned"] = _tune(estimator, stream, task)
+                estimator.set_params(**record["tuned"]["params"])
             result = evaluate_stream(estimator, stream, scenario=task.scenario, epochs=task.epochs)
     except Exception as exc:
         record = _record(task, exc)
@@ -138,6 +154,27 @@ def _run_cell(task: _Task, stream: TaskStream) -> dict[str, Any]:
     record.update(device=str(device), wall_seconds=time.perf_counter() - start,
                   finished_at=datetime.now(timezone.utc).isoformat())
     return record
+
+
+def _tune(estimator, stream: TaskStream, task: _Task) -> dict[str, Any]:
+    """Choose the cell's parameters within its grid (:func:`select_params`); what was chosen.
+
+    Under ``'first-tasks'`` and ``'validation'`` only the stream's training
+    data is read; ``'oracle'`` scores the candidates on its test data.
+    """
+    from skcl.model_selection import ORACLE, select_params
+
+    protocol = task.tune["protocol"]
+    start = time.perf_counter()
+    best, cv = select_params(estimator, stream, dict(task.tune["grid"]), protocol=protocol,
+                             n_tasks=min(task.tune["n_tasks"], len(stream)),
+                             scenario=task.scenario, epochs=task.epochs,
+                             random_state=task.seed, n_jobs=1)
+    return {"protocol": protocol, "n_tasks": task.tune["n_tasks"], "params": _jsonable(best),
+            "scored_on": "test" if protocol == ORACLE else "validation",
+            "candidates": _jsonable(cv["params"]),
+            "scores": [None if np.isnan(v) else float(v) for v in cv["score"]],
+            "seconds": time.perf_counter() - start}
 
 
 def count_parameters(estimator) -> int:
@@ -302,6 +339,8 @@ def run_bench(
     out: str | os.PathLike = "bench_output",
     restart: bool = False,
     progress: bool = True,
+    tune: str | None = None,
+    tune_tasks: int = 3,
 ) -> BenchRun:
     """Run a benchmark grid and write ``results.json`` and ``REPORT.md`` into ``out``.
 
@@ -312,8 +351,9 @@ def run_bench(
         variants in ``settings``; ``'all'`` is all of them. ``'naive'`` is
         added when missing: every timing is reported relative to it.
     streams : sequence of str or TaskStream
-        Named streams (:data:`skcl.datasets.STREAMS`) or streams built by the
-        caller (e.g. :func:`skcl.tabular.load_streams`).
+        Named streams (:data:`skcl.datasets.STREAMS`,
+        :data:`skcl.heldout.HELD_OUT_STREAMS`) or streams built by the caller
+        (e.g. :func:`skcl.tabular.load_streams`).
     scenarios : sequence of {'class', 'task', 'domain'}
         Resolved per stream by :func:`stream_scenarios`.
     seeds : sequence of int
@@ -350,6 +390,15 @@ def run_bench(
         Ignore the results already in ``out``.
     progress : bool, default=True
         Show a progress bar and one line per failed cell.
+    tune : {'first-tasks', 'validation'}, optional
+        Also run, for every estimator with a grid in ``settings['tuning']``,
+        a row tuned within that grid under this protocol of
+        :mod:`skcl.model_selection` (per stream, scenario and seed, on
+        validation splits of the training data; named ``'<name>@<tune>'``)
+        and an oracle row tuned on the test data (``'<name>@oracle'``),
+        which the report shows apart, as a reference only.
+    tune_tasks : int, default=3
+        ``k`` of the ``'first-tasks'`` protocol (at most each stream's length).
 
     Returns
     -------
@@ -384,10 +433,18 @@ def run_bench(
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise BenchError(f"threads must be a positive integer, got {threads!r}")
     n_jobs = n_jobs or max(1, (os.cpu_count() or 1) // threads)
+    from skcl.model_selection import ORACLE, PROTOCOLS
+
+    if tune is not None and tune not in PROTOCOLS:
+        raise BenchError(f"unknown tuning protocol {tune!r}; valid: {', '.join(PROTOCOLS)} "
+                         f"('{ORACLE}' rows come with either)")
+    if isinstance(tune_tasks, bool) or not isinstance(tune_tasks, int) or tune_tasks < 1:
+        raise BenchError(f"tune_tasks must be a positive integer, got {tune_tasks!r}")
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
         raise BenchError(f"seeds must be distinct and at least one, got {seeds}")
-    settings = settings or {"defaults": {}, "estimators": {}, "variants": {}, "notes": []}
+    settings = settings or {"defaults": {}, "estimators": {}, "variants": {}, "notes": [],
+                            "tuning": {}}
     all_specs = _specs(settings)
     names = list(all_specs) if isinstance(estimators, str) and estimators == "all" else \
         [_key(n) for n in ([estimators] if isinstance(estimators, str) else estimators)]
@@ -395,14 +452,21 @@ def run_bench(
     if unknown:
         raise BenchError(f"unknown estimator {unknown[0]!r}; valid: all, {', '.join(all_specs)}")
     specs = [all_specs[n] for n in dict.fromkeys(["naive", *names])]
-    unknown = [s for s in streams if not isinstance(s, TaskStream) and s not in STREAMS]
+    named = {**STREAMS, **HELD_OUT_STREAMS}
+    unknown = [s for s in streams if not isinstance(s, TaskStream) and s not in named]
     if unknown:
-        raise BenchError(f"unknown stream {unknown[0]!r}; valid: {', '.join(sorted(STREAMS))}")
-    loaded = [s if isinstance(s, TaskStream) else load_stream(s) for s in streams]
+        raise BenchError(f"unknown stream {unknown[0]!r}; valid: {', '.join(sorted(named))}")
+    loaded = [s if isinstance(s, TaskStream) else named[s]() for s in streams]
     if not loaded or len({s.name for s in loaded}) != len(loaded):
         raise BenchError(f"streams must be distinct and at least one: {[s.name for s in loaded]}")
     resolved = _resolve_params(specs, [s.name for s in loaded], settings, dict(params or {}),
                                device)
+    tuning = _tuning_rows(specs, settings.get("tuning", {}), tune, tune_tasks) if tune else {}
+    for name, (base, _, info) in tuning.items():
+        _check_grid(base, info["grid"])
+        resolved.update({(name, stream.name): resolved[base.name, stream.name]
+                         for stream in loaded})
+    all_rows = [*specs, *(spec for _, spec, _ in tuning.values())]
     for spec in specs:
         for stream in loaded:
             try:
@@ -416,14 +480,18 @@ def run_bench(
         runs, notes = stream_scenarios(stream, scenarios)
         scenario_notes += notes
         for scenario in runs:
-            for spec in specs:
+            for spec in _ordered(specs, tuning):
+                tune_info = tuning[spec.name][2] if spec.name in tuning else None
                 for seed in seeds:
                     p = resolved[spec.name, stream.name]
-                    config = hashlib.sha1(json.dumps(
-                        [spec.module, spec.cls, _jsonable(p), epochs, digest, scenario, seed],
-                        sort_keys=True).encode()).hexdigest()[:16]
+                    identity = [spec.module, spec.cls, _jsonable(p), epochs, digest, scenario, seed]
+                    if tune_info is not None:
+                        identity.append(_jsonable(tune_info))
+                    config = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()
+                                          ).hexdigest()[:16]
                     tasks.append((_Task(spec.name, stream.name, scenario, seed, spec.module,
-                                        spec.cls, p, epochs, threads, config), stream))
+                                        spec.cls, p, epochs, threads, config, tune_info),
+                                  stream))
 
     out = Path(out)
     try:
@@ -444,14 +512,18 @@ def run_bench(
     reused = list(cells)
     header = {
         "format": 1,
-        "grid": {"estimators": [s.name for s in specs], "streams": [s.name for s in loaded],
+        "grid": {"estimators": [s.name for s in _ordered(specs, tuning)],
+                 "streams": [s.name for s in loaded],
                  "scenarios": list(scenarios), "seeds": seeds, "epochs": epochs,
                  "device": device, "threads": threads, "backend": backend,
-                 "n_jobs": None if backend == "serial" else n_jobs},
+                 "n_jobs": None if backend == "serial" else n_jobs,
+                 "tune": tune, "tune_tasks": tune_tasks if tune else None},
         "estimators": {s.name: {"label": s.label, "class": f"{s.module}.{s.cls}",
                                 "params": {n: _jsonable(resolved[s.name, n])
-                                           for n in (x.name for x in loaded)}}
-                       for s in specs},
+                                           for n in (x.name for x in loaded)},
+                                **({"tuning": _jsonable(tuning[s.name][2])}
+                                   if s.name in tuning else {})}
+                       for s in all_rows},
         "notes": scenario_notes + list(settings.get("notes", [])),
         "environment": environment(),
     }

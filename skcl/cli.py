@@ -211,7 +211,7 @@ def _cmd_bench(args) -> int:
             settings=bench.load_settings(args.settings) if args.settings else None,
             device=args.device, threads=args.threads, backend=args.backend,
             n_jobs=args.n_jobs, scheduler=args.scheduler, out=args.out, restart=args.restart,
-            progress=not args.quiet,
+            progress=not args.quiet, tune=args.tune, tune_tasks=args.tune_tasks,
         )
     except bench.BenchError as exc:
         raise _UsageError(str(exc)) from None
@@ -306,6 +306,12 @@ def _parser() -> argparse.ArgumentParser:
     grid.add_argument("--settings", metavar="FILE",
                        help="per-estimator, per-stream parameters (.json, or a .py defining "
                             "PROTOCOL and FAMILIES like benchmarks/bench_methods.py)")
+    grid.add_argument("--tune", choices=("first-tasks", "validation"), default=None,
+                       help="also run, for every estimator with a TUNING grid in --settings, a "
+                            "row tuned on validation data under this protocol and an oracle "
+                            "row tuned on test data (shown apart, reference only)")
+    grid.add_argument("--tune-tasks", type=int, default=3, metavar="K",
+                       help="experiences tuned on by --tune first-tasks (default: %(default)s)")
     grid.add_argument("--device", default="cpu",
                        help="device of the skcl estimators (default: %(default)s)")
     grid.add_argument("--threads", type=int, default=1,

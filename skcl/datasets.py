@@ -8,6 +8,8 @@ of disjoint classes (:func:`make_split_stream`), of feature permutations
 (:func:`make_task_stream`); :mod:`skcl.tabular` reads them from CSV,
 Parquet and ``.npz`` files. The protocol's streams (``PROTOCOL.md``),
 built on scikit-learn's bundled digits, are listed in :data:`STREAMS`;
+:data:`skcl.heldout.HELD_OUT_STREAMS` lists streams no default or benchmark
+setting is chosen on, on which defaults are checked;
 :func:`load_mnist_idx` reads MNIST-format files.
 
 Examples
@@ -598,7 +600,8 @@ def load_stream(name: str, **kwargs) -> TaskStream:
     Parameters
     ----------
     name : str
-        A key of :data:`STREAMS` (``'split-digits'``, ``'permuted-digits'``).
+        A key of :data:`STREAMS` (``'split-digits'``, ``'permuted-digits'``);
+        the held-out streams are loaded from :data:`skcl.heldout.HELD_OUT_STREAMS`.
     **kwargs
         Passed to the loader (e.g. ``n_experiences`` for permuted-digits).
 

@@ -4,8 +4,11 @@ Everything here reads the dictionary stored in ``results.json``, so a report
 can be rebuilt from the file alone. Per stream and scenario the report holds
 a table of mean ± sample standard deviation over seeds, a figure of the
 accuracy matrix ``R`` of every method (mean over seeds) and a figure of the
-accuracy on the first experience as training goes on. Figures are built on
-:class:`matplotlib.figure.Figure`; pyplot's global state is never touched.
+accuracy on the first experience as training goes on. Rows tuned on test data
+(``skcl bench --tune``'s oracle rows) are left out of those tables and
+figures and shown after them in a table of their own, labelled as a
+reference. Figures are built on :class:`matplotlib.figure.Figure`; pyplot's
+global state is never touched.
 
 Examples
 --------
@@ -146,6 +149,12 @@ def _label(results: dict[str, Any], name: str) -> str:
     return results.get("estimators", {}).get(name, {}).get("label", name)
 
 
+def _is_oracle(results: dict[str, Any], name: str) -> bool:
+    """Whether a row was tuned on test data (its cells' parameters chosen on the test splits)."""
+    tuning = results.get("estimators", {}).get(name, {}).get("tuning") or {}
+    return tuning.get("protocol") == "oracle"
+
+
 def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per (stream, scenario, estimator): mean and spread over seeds.
 
@@ -157,7 +166,8 @@ def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
     Returns
     -------
     rows : list of dict
-        Keys ``stream``, ``scenario``, ``estimator``, ``label``, ``n_ok``,
+        Keys ``stream``, ``scenario``, ``estimator``, ``label``, ``oracle``
+        (tuned on test data), ``n_ok``,
         ``n_cells``, ``R`` (mean accuracy matrix, or None), each of ``acc``,
         ``bwt``, ``fwt``, ``mean_forgetting``, ``train_seconds`` with its
         ``<name>_std`` (sample standard deviation, NaN for one seed), and
@@ -187,7 +197,8 @@ def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
             ok = [c for c in cells if c.get("status") == "ok"]
             row: dict[str, Any] = {
                 "stream": stream, "scenario": scenario, "estimator": name,
-                "label": _label(results, name), "n_ok": len(ok), "n_cells": len(cells),
+                "label": _label(results, name), "oracle": _is_oracle(results, name),
+                "n_ok": len(ok), "n_cells": len(cells),
                 "R": np.mean([np.array(c["R"], dtype=float) for c in ok], axis=0) if ok else None,
             }
             for metric in _METRICS:
@@ -364,6 +375,38 @@ def _params_text(params: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(params.items()))
 
 
+def _tuned(results: dict[str, Any]) -> list[str]:
+    """A table of the parameters each tuned row chose, per stream and scenario, over seeds."""
+    lines = []
+    for name, info in results.get("estimators", {}).items():
+        tuning = info.get("tuning")
+        if not tuning:
+            continue
+        for stream, scenario in _groups(results):
+            chosen: dict[str, list] = {}
+            for c in results["cells"]:
+                if (c["estimator"], c["stream"], c["scenario"]) == (name, stream, scenario) \
+                        and c.get("tuned"):
+                    chosen.setdefault(_params_text(c["tuned"]["params"]), []).append(c["seed"])
+            if chosen:
+                where = "test" if tuning["protocol"] == "oracle" else "validation"
+                text = "; ".join(f"{p} (seed{'s' if len(s) > 1 else ''} "
+                                 f"{', '.join(map(str, s))})" for p, s in chosen.items())
+                lines.append(f"| {info.get('label', name).replace('|', '/')} | {stream} | "
+                             f"{scenario} | {where} | {text} |")
+    if not lines:
+        return []
+    grids = {name: info["tuning"]["grid"] for name, info in results["estimators"].items()
+             if info.get("tuning") and info["tuning"]["protocol"] != "oracle"}
+    return ["## Tuned parameters", "",
+            "Each tuned cell chose its parameters with skcl.model_selection.select_params "
+            "within its grid (" + "; ".join(f"{n.split('@')[0]}: {_params_text(g)}"
+                                            for n, g in grids.items()) + "), on the data "
+            "named in the `scored on` column; the validation rows never read test data.", "",
+            "| row | stream | scenario | scored on | chosen (seeds) |", "|---|---|---|---|---|",
+            *lines, ""]
+
+
 def write_report(results: dict[str, Any], out: str | os.PathLike) -> Path:
     """Write ``REPORT.md`` and its PNG figures (under ``report/``) into ``out``.
 
@@ -430,7 +473,8 @@ def write_report(results: dict[str, Any], out: str | os.PathLike) -> Path:
         "predict at the end of the stream, every entry of every tensor its predictions "
         "read (trained and frozen weights, heads, masks: one mask bit counts one). "
         "Cells run side by side share the machine, so "
-        "seconds compare best within one run.",
+        "seconds compare best within one run. A tuned row's seconds are its final run's; "
+        "its search's are `tuned.seconds` in results.json.",
         "",
     ]
     if results.get("notes"):
@@ -438,10 +482,14 @@ def write_report(results: dict[str, Any], out: str | os.PathLike) -> Path:
     settings = _settings(results)
     if settings:
         lines += ["## Settings", "", *settings, ""]
+    lines += _tuned(results)
     rows = summarize(results)
     written = set()
     for stream, scenario in _groups(results):
-        group = [r for r in rows if (r["stream"], r["scenario"]) == (stream, scenario)]
+        group = [r for r in rows if (r["stream"], r["scenario"]) == (stream, scenario)
+                 and not r["oracle"]]
+        oracle = [r for r in rows if (r["stream"], r["scenario"]) == (stream, scenario)
+                  and r["oracle"]]
         title = f"{stream}, {_SCENARIO_TITLES.get(scenario, scenario)}"
         heat = f"heatmaps-{_slug(stream, scenario)}.png"
         first = f"first-task-{_slug(stream, scenario)}.png"
@@ -450,7 +498,12 @@ def write_report(results: dict[str, Any], out: str | os.PathLike) -> Path:
         first_task_figure(group, f"{title}: accuracy on experience 0 (mean over seeds)") \
             .savefig(figures / first, dpi=90)
         written |= {heat, first}
-        lines += [f"## {title}", "", *_table(group), "",
+        lines += [f"## {title}", "", *_table(group), ""]
+        if oracle:
+            lines += ["Oracle reference, **not a result**: the same methods with their "
+                      "parameters tuned on this stream's *test* data, to show what test-set "
+                      "tuning adds over the honest rows above.", "", *_table(oracle), ""]
+        lines += [
                   f"![R heatmaps, {title}]({FIGURES}/{heat})", "",
                   f"![accuracy on the first experience, {title}]({FIGURES}/{first})", ""]
     for stale in figures.glob("*.png"):

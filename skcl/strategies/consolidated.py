@@ -125,14 +125,13 @@ max_epochs, device, random_state, verbose
         digest = batch_digest(samples)
         if digest not in self._digests_:
             self._digests_.add(digest)
-            self._count(samples.y, samples.weight)
+            self._count(samples.y)
         super()._observe(samples)
 
-    def _count(self, units: torch.Tensor, weight: torch.Tensor | None) -> None:
-        """Add samples of ``units`` to the task's :math:`cur`; classes present for the first
-        time in the task get their :math:`cw` loaded."""
-        if weight is not None:
-            units = units[weight > 0]
+    def _count(self, units: torch.Tensor) -> None:
+        """Add samples of ``units`` to the task's :math:`cur` (a sample of zero weight
+        counts: its class is present); classes present for the first time in the task get
+        their :math:`cw` loaded."""
         n = self.network_.n_units
         counts = torch.cat([self._counts_, self._counts_.new_zeros(n - self._counts_.numel())])
         new = torch.bincount(units, minlength=n).to(counts.dtype)
@@ -342,7 +341,7 @@ max_epochs, device, random_state, verbose
                  if self.clip_stiffness else math.inf)
         self.penalty_.stiffen(2.0 * float(self.si_c), limit)
         if self.memory_ is not None and len(self.memory_):
-            self._count(self.memory_.items().y, None)
+            self._count(self.memory_.items().y)
 
     def _observe(self, samples: Batch) -> None:
         if self.memory_ is not None:

@@ -60,6 +60,32 @@ def test_progressive_freezes_earlier_columns_and_their_heads(stream):
     np.testing.assert_array_equal(proba, fitted_more.predict_proba(X, task_id=0)[:, :2])
 
 
+def test_progressive_task_met_again_trains_its_head_alone(stream):
+    clf = fitted(ProgressiveClassifier, stream[:2])
+    columns = [column_state(clf, i) for i in range(2)]
+    proba = clf.predict_proba(stream[1].X_test, task_id=1)
+    head = clf.network_.columns[0].heads["0"].weight.detach().clone()
+    for _ in range(2):
+        clf.partial_fit(stream[0].X_train, stream[0].y_train, task_id=0)
+    clf.end_task()
+    now = [column_state(clf, i) for i in range(2)]
+    for before, after in zip(columns, now, strict=True):
+        for name in before:
+            assert torch.equal(before[name], after[name]) == (name != "heads.0.weight"
+                                                              and name != "heads.0.bias"), name
+    assert not torch.equal(head, clf.network_.columns[0].heads["0"].weight)
+    np.testing.assert_array_equal(proba, clf.predict_proba(stream[1].X_test, task_id=1))
+
+
+def test_progressive_trains_its_column_when_later_tasks_are_registered_ahead(stream):
+    clf = ProgressiveClassifier(**SMALL)
+    for exp in stream[:3]:
+        clf._register(exp.X_train, exp.y_train, task_id=exp.task_id)
+    before = column_state(clf, 0)
+    clf.partial_fit(stream[0].X_train, stream[0].y_train, task_id=0)
+    assert all(not torch.equal(v, before[n]) for n, v in column_state(clf, 0).items())
+
+
 def test_progressive_parameters_grow_linearly_plus_adapters(stream):
     d, (w1, w2) = stream[0].X_train.shape[1], (16, 8)
     clf = ProgressiveClassifier(**{**SMALL, "hidden_layer_sizes": (w1, w2)})

@@ -61,8 +61,9 @@ class ProgressiveClassifier(_Columns):
     task :math:`k` updates only column :math:`k`, so no earlier task's
     predictions change (BWT is exactly 0 with task ids). Parameters grow
     linearly in the number of tasks for the columns, and quadratically for
-    the adapters (:attr:`parameter_counts_`). Training a task again once a
-    later column exists changes nothing: its column is frozen.
+    the adapters (:attr:`parameter_counts_`). A task met again after a later
+    task trained trains its head alone: its column is frozen, so no other
+    task's predictions change.
 
     With ``task_id`` at predict time, the task's column and head answer
     (task-incremental). Without it (class-incremental), the task is inferred
@@ -97,10 +98,31 @@ class ProgressiveClassifier(_Columns):
     def _make_network(self) -> nn.Module:
         return self._column_network(per_task_columns=True)
 
+    def _initialize(self) -> None:
+        super()._initialize()
+        self._newest_column_ = -1
+
+    def _before_task(self, task: int) -> None:
+        super()._before_task(task)
+        self._newest_column_ = max(self._newest_column_, self.network_.task_column[task])
+
+    def _trains_column(self) -> bool:
+        """Whether the open task's column learns: only while no later column has (a task
+        met again after a later one trains its head alone)."""
+        return self.network_.task_column[self.current_task_] == self._newest_column_
+
+    def _forward(self, batch: Batch, step) -> torch.Tensor:
+        column = self.network_.task_column[self.current_task_]
+        below = column if self._trains_column() else column + 1
+        return self.network_(batch.X, batch.task, detach_below=below)
+
     def _trainable_parameters(self):
         if self.current_task_ is None:
             return self.network_.parameters()
-        return self.network_.column_parameters(self.network_.task_column[self.current_task_])
+        if self._trains_column():
+            return self.network_.column_parameters(self.network_.task_column[self.current_task_])
+        column = self.network_.columns[self.network_.task_column[self.current_task_]]
+        return column.heads[str(self.current_task_)].parameters()
 
 
 class ProgressCompressClassifier(_Columns):

@@ -169,9 +169,9 @@ class ProgressCompressClassifier(_Columns):
     Parameters
     ----------
     ewc_lambda : float, default=100.0
-        :math:`\lambda`, strength of online EWC in the compress phase (the
-        strength skcl's online EWC does best with on permuted-digits,
-        ``benchmarks/bench_methods.py``).
+        :math:`\lambda`, strength of online EWC (on the raw Fisher) in the
+        compress phase: the value a sweep of online EWC on permuted-digits
+        picked (100 / 300 / 1000, ``benchmarks/bench_methods.py``'s notes).
     gamma : float, default=1.0
         :math:`\gamma`, decay of the running Fisher.
     compress_epochs : int, default=5

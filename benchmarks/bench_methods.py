@@ -178,6 +178,13 @@ NOTES: dict[str, list[str]] = {
         "the fixed weights). params: every entry of the tensors predictions read, one "
         "boolean mask entry counting one (PackNet and Piggyback store one mask per task, "
         "SupSup one per task and layer over fixed signed constants).",
+        "Measured (3 seeds, family_masks): permuted-digits TI ACC PackNet 0.941, Piggyback "
+        "0.929, SupSup 0.952, BWT exactly 0 (another library's PackNet: 0.602). Without task "
+        "ids (domain scenario) ACC is 0.43-0.46: task inference is per sample and weak on "
+        "64-pixel permutations; on seed 0's ten test sets it picks the right task for 0.35 "
+        "of samples (SupSup one-shot), 0.39 (PackNet) and 0.40 (Piggyback, both min "
+        "entropy). SupSup's time (4.4-5.9x Naive) is the top-k of every layer's scores at "
+        "every step and, in the domain scenario, the one-shot pass over k superposed masks.",
     ],
     "baselines": [],
     "regularization": [

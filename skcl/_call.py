@@ -57,14 +57,23 @@ def check_call(est, X, y, task_id, classes, sample_weight, reset: bool) -> Call:
     """
     if reset:
         est._reset()
-    X, y = validate_data(est, X, y, reset=reset, dtype=np.float32)
-    check_labels(y)
-    task_ids = check_task_ids(task_id, X.shape[0], y=y)
-    weight = None
-    if sample_weight is not None:
-        weight = _check_sample_weight(sample_weight, X, dtype=np.float32,
-                                      ensure_non_negative=True)
-        weight = None if np.all(weight == 1) else weight
+    comm = est._collective()
+    try:
+        X, y = validate_data(est, X, y, reset=reset, dtype=np.float32)
+        check_labels(y)
+        task_ids = check_task_ids(task_id, X.shape[0], y=y)
+        weight = None
+        if sample_weight is not None:
+            weight = _check_sample_weight(sample_weight, X, dtype=np.float32,
+                                          ensure_non_negative=True)
+    except Exception as exc:
+        if comm.world_size > 1:
+            comm.all_gather_object(None)
+        raise exc
+    if comm.world_size > 1:
+        X, y, task_ids, weight = gather_call(comm, X, y, task_ids, weight)
+    if weight is not None and np.all(weight == 1):
+        weight = None
     groups = [
         Group(task, rows, *np.unique(y if rows is None else y[rows], return_inverse=True))
         for task, rows in groups_in_order(task_ids)
@@ -86,6 +95,32 @@ def check_call(est, X, y, task_id, classes, sample_weight, reset: bool) -> Call:
 
 
 _PREDICT_CHUNK = 8192
+
+
+def gather_call(comm, X, y, task_ids, weight):
+    """Every rank's shard of a call, joined in rank order (data-parallel training).
+
+    Each rank sends its checked arrays; a rank whose checks failed sent
+    ``None``, and the others raise too, so no rank waits forever. Ranks must
+    pass the same task ids in the same call.
+    """
+    shards = comm.all_gather_object((X, y, task_ids, weight))
+    failed = [rank for rank, shard in enumerate(shards) if shard is None]
+    if failed:
+        raise ValueError(f"the inputs of rank(s) {failed} failed their checks")
+    tasks = [sorted(np.unique(shard[2]).tolist()) for shard in shards]
+    if any(t != tasks[0] for t in tasks):
+        raise ValueError(
+            f"ranks passed different task ids in the same call: {dict(enumerate(tasks))}; "
+            "every rank must pass its shard of the same tasks"
+        )
+    weights = None
+    if any(shard[3] is not None for shard in shards):
+        weights = np.concatenate([np.ones(len(shard[1]), dtype=np.float32) if shard[3] is None
+                                  else shard[3] for shard in shards])
+    return (np.concatenate([shard[0] for shard in shards]),
+            np.concatenate([shard[1] for shard in shards]),
+            np.concatenate([shard[2] for shard in shards]), weights)
 
 
 def class_scores(view: View, X: np.ndarray, task_ids: np.ndarray | None,

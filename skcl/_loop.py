@@ -33,6 +33,7 @@ def run_epoch(est, samples: Batch, network: nn.Module, optimizer, rng: np.random
     weights that read it) while those weights reach 1e26, and ruin every
     later prediction of a sample where that input is not zero.
     """
+    comm = est._collective()
     n, size = samples.n, est.batch_size
     order = torch.from_numpy(rng.permutation(n)).to(samples.X.device)
     task = samples.task
@@ -47,22 +48,27 @@ def run_epoch(est, samples: Batch, network: nn.Module, optimizer, rng: np.random
     for index, start in enumerate(starts):
         step = Step(epoch, index, n_batches)
         idx = order[start:start + size]
+        if comm.world_size > 1:
+            idx = idx[comm.rank::comm.world_size]
         batch = Batch(*(None if f is None else f[idx] for f in samples))
         if single_task is not None:
             batch = batch._replace(task=single_task[:idx.shape[0]])
         if hooks:
             batch = est._training_batch(batch, step)
         optimizer.zero_grad(set_to_none=True)
-        logits = forward(batch, step)
-        if loss_fn is None:
-            loss = est._loss(logits, batch)
-            penalty = est._penalty()
-            if penalty is not None:
-                loss = loss + penalty
+        if comm.world_size > 1:
+            value = _data_parallel_step(est, comm, optimizer, forward, loss_fn, batch, step)
         else:
-            loss = loss_fn(logits, batch)
-        loss.backward()
-        value = loss.detach()
+            logits = forward(batch, step)
+            if loss_fn is None:
+                loss = est._loss(logits, batch)
+                penalty = est._penalty()
+                if penalty is not None:
+                    loss = loss + penalty
+            else:
+                loss = loss_fn(logits, batch)
+            loss.backward()
+            value = loss.detach()
         ok = torch.isfinite(value) & (value.abs() <= LOSS_CEILING)
         healthy = ok if healthy is None else healthy & ok
         if hooks:
@@ -75,8 +81,49 @@ def run_epoch(est, samples: Batch, network: nn.Module, optimizer, rng: np.random
         if params:
             largest = torch.stack(torch._foreach_norm(params, float("inf"))).max()
             healthy = healthy & torch.isfinite(largest) & (largest <= PARAMETER_CEILING)
+    if healthy is not None and comm.world_size > 1:  # every rank raises, or none
+        healthy = comm.all_reduce((~healthy).to(torch.float32).reshape(1)) == 0
     if healthy is not None and not bool(healthy):
         raise diverged(est, samples.X)
+
+
+def _data_parallel_step(est, comm, optimizer, forward, loss_fn, batch: Batch,
+                        step: Step) -> torch.Tensor:
+    """Backward on this rank's rows of the global mini-batch, then the global mean gradient.
+
+    The loss is summed over the rank's rows (the per-sample mean times their
+    number), the gradients and row counts are summed over ranks in one
+    all-reduce, and the sum is divided by the global count: the gradient of
+    the mean loss over the global batch. A penalty joins the reported loss
+    only: it must add its gradient in ``_after_backward`` (after the
+    reduction), as :class:`skcl.components.QuadraticPenalty` does, or it
+    would be counted once per rank.
+    """
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    if batch.n:
+        logits = forward(batch, step)
+        loss = (est._loss(logits, batch) if loss_fn is None else loss_fn(logits, batch))
+        (loss * batch.n).backward()
+        value = loss.detach()
+    else:
+        value = torch.zeros((), device=batch.X.device)
+    penalty = est._penalty() if loss_fn is None else None
+    if penalty is not None:
+        if penalty.requires_grad:
+            raise ValueError(
+                f"{type(est).__name__} cannot train data-parallel: its penalty carries a "
+                "gradient of its own; add it in _after_backward instead"
+            )
+        value = value + penalty
+    flat = torch.cat([torch.zeros(p.numel(), device=p.device) if p.grad is None
+                      else p.grad.reshape(-1) for p in params]
+                     + [torch.tensor([float(batch.n)], device=value.device)])
+    comm.all_reduce(flat)
+    total, start = flat[-1].clamp(min=1), 0
+    for p in params:
+        p.grad = (flat[start:start + p.numel()] / total).view_as(p).clone()
+        start += p.numel()
+    return value
 
 
 def diverged(est, X: torch.Tensor) -> FloatingPointError:

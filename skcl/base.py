@@ -66,6 +66,7 @@ from skcl._guard import float64_copy, scoring_view, tensor_versions, training
 from skcl._loop import run_epoch
 from skcl._units import OutputUnits
 from skcl._validation import check_task_ids, resolve_device
+from skcl.distributed import Collective, collective, local_only, share
 from skcl.nn import SharedHead, make_trunk, seeded
 
 __all__ = ["Batch", "ContinualClassifier", "Step"]
@@ -101,6 +102,10 @@ class ContinualClassifier(ClassifierMixin, BaseEstimator):
         Seeds initialisation and shuffling. Same seed, same predictions (on CPU).
     verbose : int, default=0
         Show tqdm progress bars when > 0.
+    distributed : {'auto', 'off'}, default='auto'
+        'auto': when a ``torch.distributed`` process group is initialised, train
+        data-parallel with the other ranks (:mod:`skcl.distributed`); 'off':
+        always train alone.
 
     Attributes
     ----------
@@ -150,6 +155,7 @@ class ContinualClassifier(ClassifierMixin, BaseEstimator):
         "device": [str],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
+        "distributed": [StrOptions({"auto", "off"})],
     }
     # Per-task output units (multi-head, ensembles) instead of one shared head.
     _task_specific_units = False
@@ -177,6 +183,7 @@ class ContinualClassifier(ClassifierMixin, BaseEstimator):
         device="auto",
         random_state=None,
         verbose=0,
+        distributed="auto",
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.backbone = backbone
@@ -188,6 +195,7 @@ class ContinualClassifier(ClassifierMixin, BaseEstimator):
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
+        self.distributed = distributed
 
     # ------------------------------------------------------------------ public API
 
@@ -383,6 +391,18 @@ class ContinualClassifier(ClassifierMixin, BaseEstimator):
         state). An override drops its cached parameter lists, then calls ``super()``."""
         if self._optimizer_ is not None:
             self._optimizer_ = self._make_optimizer(carry_from=self._optimizer_)
+
+    def _collective(self) -> Collective:
+        """The ranks this estimator trains with (:func:`skcl.distributed.collective`)."""
+        return collective(getattr(self, "distributed", "auto"))
+
+    def _share(self, batch: Batch) -> Batch:
+        """This rank's rows of a batch every rank drew alike (a replay draw): together the
+        ranks train on the whole draw, as one process would."""
+        comm = self._collective()
+        if comm.world_size == 1:
+            return batch
+        return batch.take(share(comm, batch.n, batch.X.device))
 
     def _replace_network(self, network: nn.Module) -> None:
         """Swap in another network (a retrained or reset one); an open task's optimizer
@@ -589,7 +609,8 @@ class ContinualClassifier(ClassifierMixin, BaseEstimator):
         """Class scores of ``X`` from the scoring view (:func:`skcl._call.class_scores`)."""
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=np.float32)
-        view = scoring_view(self, self._scoring_view, self._scoring_key)
+        with local_only():
+            view = scoring_view(self, self._scoring_view, self._scoring_key)
         scores = class_scores(view, X, check_task_ids(task_id, X.shape[0], allow_none=True),
                               self.device_)
         return (scores, view.units.classes) if with_classes else scores

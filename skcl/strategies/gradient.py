@@ -21,6 +21,7 @@ from skcl import kernels
 from skcl._loop import diverged
 from skcl._per_sample import linear_backward, linear_layers
 from skcl.base import Batch, ContinualClassifier, Step
+from skcl.distributed import share
 from skcl.memory import EpisodicMemory
 
 # Ridge added to G G^T in GEM's dual QP, as in the paper's code.
@@ -277,10 +278,28 @@ max_epochs, device, random_state, verbose
         return {**super()._unit_test_params(), "memory_size": 40}
 
     def memory_gradients(self, tasks: list[int]) -> torch.Tensor:
-        """:math:`G`: one row per task in ``tasks``, the gradient of its mean memory loss."""
-        bounds = [(start, stop) for _, start, stop in self.memory_.segments(tasks)]
-        return per_task_gradients(self.network_, self._params(), self.memory_.items(tasks),
-                                  bounds)
+        """:math:`G`: one row per task in ``tasks``, the gradient of its mean memory loss.
+
+        In data-parallel training each rank computes the rows of its share of every
+        task's memory, as sums, and the sums and counts are all-reduced.
+        """
+        segments = [(start, stop) for _, start, stop in self.memory_.segments(tasks)]
+        items, params, comm = self.memory_.items(tasks), self._params(), self._collective()
+        if comm.world_size == 1:
+            return per_task_gradients(self.network_, params, items, segments)
+        device = items.X.device
+        shares = [share(comm, stop - start, device) + start for start, stop in segments]
+        counts = torch.tensor([float(len(s)) for s in shares], device=device)
+        present = [k for k, s in enumerate(shares) if len(s)]
+        G = torch.zeros((len(segments), sum(p.numel() for p in params)), device=device)
+        if present:
+            rows = torch.cat([shares[k] for k in present])
+            ends = torch.cumsum(counts[present], 0).long().tolist()
+            bounds = list(zip([0, *ends[:-1]], ends, strict=True))
+            G[present] = per_task_gradients(self.network_, params, items.take(rows), bounds)
+        flat = comm.all_reduce(torch.cat([(G * counts[:, None]).reshape(-1), counts]))
+        totals = flat[-len(segments):].clamp(min=1)
+        return (flat[:-len(segments)].view_as(G) / totals[:, None]).contiguous()
 
     def _project(self, g: torch.Tensor, tasks: list[int]) -> torch.Tensor:
         return kernels.gem_project(self.memory_gradients(tasks), g,
@@ -350,15 +369,32 @@ max_epochs, device, random_state, verbose
         return {**super()._unit_test_params(), "memory_size": 40, "sample_size": 20}
 
     def reference_gradient(self, sample: Batch) -> torch.Tensor:
-        """:math:`g_{ref}`: the flattened gradient of the mean loss on ``sample``."""
-        params = self._params()
-        network = self.network_
+        """:math:`g_{ref}`: the flattened gradient of the mean loss on ``sample``.
+
+        In data-parallel training every rank drew the same sample; each takes the
+        gradient of its share's summed loss, and the sums and counts are all-reduced.
+        """
+        comm = self._collective()
+        if comm.world_size == 1:
+            return self._flat_gradient(sample, scale=None)
+        part = self._share(sample)
+        flat = self._flat_gradient(part, scale=part.n)
+        total = comm.all_reduce(torch.cat([flat, flat.new_tensor([float(part.n)])]))
+        return total[:-1] / total[-1].clamp(min=1)
+
+    def _flat_gradient(self, sample: Batch, scale: int | None) -> torch.Tensor:
+        """Gradient of the mean loss on ``sample`` (times ``scale``), flattened, in eval mode."""
+        params, network = self._params(), self.network_
+        if not sample.n:
+            return torch.zeros(sum(p.numel() for p in params), device=sample.X.device)
         was_training = network.training
         network.eval()
         try:
             loss = self._loss(network(sample.X, sample.task), sample)
         finally:
             network.train(was_training)
+        if scale is not None:
+            loss = loss * scale
         grads = torch.autograd.grad(loss, params, allow_unused=True, materialize_grads=True)
         return torch.cat([g.reshape(-1) for g in grads])
 

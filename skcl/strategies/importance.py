@@ -27,6 +27,7 @@ from torch import nn
 
 from skcl.base import Batch, ContinualClassifier, Step
 from skcl.components import QuadraticPenalty, stiffness_limit, sum_terms
+from skcl.distributed import collective, share
 
 _KERNEL_BATCH = 512
 
@@ -129,6 +130,11 @@ def network_importance(kernel, network: nn.Module, *data) -> dict[str, torch.Ten
     """Run an importance kernel (:func:`~skcl.kernels.fisher_diagonal`,
     :func:`~skcl.kernels.mas_importance`) on a shared-head network, by parameter name.
 
+    In data-parallel training (:mod:`skcl.distributed`) every rank holds the
+    same samples; each computes the kernel on its share of them, and the
+    per-sample sums and the counts are all-reduced, so the mean is over all
+    samples (not a mean of the ranks' means).
+
     Examples
     --------
     >>> import torch
@@ -141,7 +147,23 @@ def network_importance(kernel, network: nn.Module, *data) -> dict[str, torch.Ten
     >>> sorted(fisher) == sorted(name for name, _ in net.named_parameters())
     True
     """
-    return kernel(_LinearHead(network), *data, batch_size=_KERNEL_BATCH)
+    comm = collective()
+    if comm.world_size == 1:
+        return kernel(_LinearHead(network), *data, batch_size=_KERNEL_BATCH)
+    rows = share(comm, data[0].shape[0], data[0].device)
+    local = {name: torch.zeros_like(p) for name, p in network.named_parameters()}
+    if rows.numel():
+        local = kernel(_LinearHead(network), *(d[rows] for d in data), batch_size=_KERNEL_BATCH)
+    names = sorted(local)
+    flat = torch.cat([local[name].reshape(-1) * rows.numel() for name in names]
+                     + [torch.tensor([float(rows.numel())], device=data[0].device)])
+    comm.all_reduce(flat)
+    out, start = {}, 0
+    for name in names:
+        size = local[name].numel()
+        out[name] = (flat[start:start + size] / flat[-1]).view_as(local[name])
+        start += size
+    return out
 
 
 class ImportancePenalty(ContinualClassifier, metaclass=ABCMeta):

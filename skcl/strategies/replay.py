@@ -53,7 +53,7 @@ class _Rehearsal(ContinualClassifier):
         batch = super()._training_batch(batch, step)
         if len(self.memory_) == 0:
             return batch
-        return concat_batches(batch, as_replay(self._replay(batch)))
+        return concat_batches(batch, as_replay(self._share(self._replay(batch))))
 
 
 class ReplayClassifier(_Rehearsal):
@@ -222,8 +222,7 @@ max_epochs, device, random_state, verbose
         trainable = {id(p) for p in self._trainable_parameters() if p.requires_grad}
         names = [n for n, p in network.named_parameters() if id(p) in trainable]
         params = dict(network.named_parameters())
-        loss = self._loss(network(batch.X, batch.task), batch)
-        grads = torch.autograd.grad(loss, [params[n] for n in names], allow_unused=True)
+        grads = self._batch_gradient(batch, [params[n] for n in names])
         virtual = {n: params[n].detach() - self.learning_rate * g
                    for n, g in zip(names, grads, strict=True) if g is not None}
         with torch.no_grad():
@@ -233,6 +232,25 @@ max_epochs, device, random_state, verbose
                                      strict=False)
             after = F.cross_entropy(logits, candidates.y, reduction="none")
         return after - before
+
+    def _batch_gradient(self, batch: Batch, params: list) -> list:
+        """Gradient of the mean loss on the (global) incoming batch: in data-parallel
+        training, the ranks' summed gradients over their rows, divided by the rows."""
+        comm = self._collective()
+        if comm.world_size == 1:
+            loss = self._loss(self.network_(batch.X, batch.task), batch)
+            return list(torch.autograd.grad(loss, params, allow_unused=True))
+        grads = [torch.zeros_like(p) for p in params]
+        if batch.n:
+            loss = self._loss(self.network_(batch.X, batch.task), batch) * batch.n
+            grads = torch.autograd.grad(loss, params, materialize_grads=True)
+        flat = comm.all_reduce(torch.cat([g.reshape(-1) for g in grads]
+                                         + [grads[0].new_tensor([float(batch.n)])]))
+        out, start = [], 0
+        for p in params:
+            out.append((flat[start:start + p.numel()] / flat[-1].clamp(min=1)).view_as(p))
+            start += p.numel()
+        return out
 
 
 class GDumbClassifier(ContinualClassifier):
@@ -511,7 +529,7 @@ max_epochs, device, random_state, verbose
         if len(self.memory_) == 0:
             return batch
         replay = self.memory_.sample(self.replay_batch_size or self.batch_size, self._rng_)
-        return concat_batches(batch, as_replay(replay))
+        return concat_batches(batch, as_replay(self._share(replay)))
 
     def _forward(self, batch: Batch, step: Step) -> torch.Tensor:
         # The training batch holds latents (see _training_batch): only the upper part runs.

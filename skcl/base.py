@@ -44,6 +44,7 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.metrics import accuracy_score
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -52,13 +53,13 @@ from torch.nn import functional as F
 
 from skcl._batch import Batch, Step
 from skcl._call import (
-    Call,
     Checkpoint,
     Group,
     View,
     carry_state,
     check_call,
     class_scores,
+    log_softmax,
     new_optimizer,
     softmax,
 )
@@ -228,7 +229,7 @@ class ContinualClassifier(ClassifierMixin, BaseEstimator):
         self
         """
         with training(self), self._all_or_nothing():
-            call = self._check_call(X, y, task_id, classes, sample_weight,
+            call = check_call(self, X, y, task_id, classes, sample_weight,
                                     reset=not self.__sklearn_is_fitted__())
             for i, group in enumerate(call.groups):
                 units = self._enter(group, call.classes if i == 0 else None)
@@ -254,7 +255,7 @@ class ContinualClassifier(ClassifierMixin, BaseEstimator):
         if task_id is None:
             task_id = 0
         with training(self), self._all_or_nothing():
-            call = self._check_call(X, y, task_id, None, sample_weight, reset=True)
+            call = check_call(self, X, y, task_id, None, sample_weight, reset=True)
             for group in call.groups:
                 samples = call.data.select(group.rows, self._enter(group, None))
                 for _ in range(self.max_epochs):
@@ -301,9 +302,7 @@ class ContinualClassifier(ClassifierMixin, BaseEstimator):
 
     def predict_log_proba(self, X, task_id=None):
         """Logarithm of :meth:`predict_proba`."""
-        scores = self._scores(X, task_id)
-        shifted = scores - scores.max(axis=1, keepdims=True)
-        return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        return log_softmax(self._scores(X, task_id))
 
     def predict(self, X, task_id=None):
         """Predict labels: among all classes seen (class-incremental), or only among
@@ -313,8 +312,6 @@ class ContinualClassifier(ClassifierMixin, BaseEstimator):
 
     def score(self, X, y, task_id=None, sample_weight=None):
         """Accuracy of :meth:`predict` (with ``task_id`` when given)."""
-        from sklearn.metrics import accuracy_score
-
         return accuracy_score(y, self.predict(X, task_id=task_id), sample_weight=sample_weight)
 
     @property
@@ -362,8 +359,7 @@ class ContinualClassifier(ClassifierMixin, BaseEstimator):
         return batch
 
     def _forward(self, batch: Batch, step: Step) -> torch.Tensor:
-        """Logits of the training batch: where a slope, a task context or generated
-        weights enter the network call."""
+        """Logits of the training batch (where slopes, task contexts, generated weights enter)."""
         return self.network_(batch.X, batch.task)
 
     def _loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
@@ -397,16 +393,12 @@ class ContinualClassifier(ClassifierMixin, BaseEstimator):
         return collective(getattr(self, "distributed", "auto"))
 
     def _share(self, batch: Batch) -> Batch:
-        """This rank's rows of a batch every rank drew alike (a replay draw): together the
-        ranks train on the whole draw, as one process would."""
+        """This rank's rows of a batch every rank drew alike (a replay draw)."""
         comm = self._collective()
-        if comm.world_size == 1:
-            return batch
-        return batch.take(share(comm, batch.n, batch.X.device))
+        return batch if comm.world_size == 1 else batch.take(share(comm, batch.n, batch.X.device))
 
     def _replace_network(self, network: nn.Module) -> None:
-        """Swap in another network (a retrained or reset one); an open task's optimizer
-        starts afresh over it."""
+        """Swap in another network; an open task's optimizer starts afresh over it."""
         had_optimizer = self._optimizer_ is not None
         self.network_, self._optimizer_ = network, None
         self._parameters_changed()
@@ -414,15 +406,13 @@ class ContinualClassifier(ClassifierMixin, BaseEstimator):
             self._optimizer_ = self._make_optimizer()
 
     def _scoring_network(self) -> nn.Module:
-        """The module predictions read, mapping ``(x, task)`` to unit scores: a float64
-        copy of what the method predicts with. It must share nothing mutable with the
-        estimator (it is read from other threads while the estimator trains)."""
+        """The module predictions read, ``(x, task)`` to unit scores: a float64 copy of what
+        the method predicts with, sharing nothing mutable with the estimator."""
         return float64_copy(self.network_)
 
     def _scoring_key(self) -> tuple:
-        """A fingerprint of what ``_scoring_network`` reads: predictions rebuild their view
-        when it changes (training calls always rebuild it). Extend it with any state the
-        scoring network is built from besides ``network_``."""
+        """A fingerprint of what ``_scoring_network`` reads (the view is rebuilt when it
+        changes); extend it with any state the scoring network reads besides ``network_``."""
         return tensor_versions(self.network_)
 
     def _make_network(self) -> nn.Module:
@@ -448,13 +438,10 @@ class ContinualClassifier(ClassifierMixin, BaseEstimator):
         """A side training run with its own temporary optimizer (the task's is untouched).
 
         Retraining, compression or a generator's steps: mini-batches of
-        ``batch_size`` over ``samples``, reshuffled each epoch.
+        ``batch_size`` over ``samples`` (a :class:`Batch`), reshuffled each of ``epochs``.
 
         Parameters
         ----------
-        samples : Batch
-            What to train on.
-        epochs : int
         parameters : iterable of Parameter, default=None
             What the run updates; ``None``: ``network``'s parameters if given,
             else ``_trainable_parameters()``.
@@ -538,10 +525,6 @@ class ContinualClassifier(ClassifierMixin, BaseEstimator):
             network.add_units(task=key, n_new=len(list(run)), seed=int(rng.integers(2**62)))
         return network
 
-    def _check_call(self, X, y, task_id, classes, sample_weight, reset) -> Call:
-        """Check a call's inputs and move its data to the device (:func:`check_call`)."""
-        return check_call(self, X, y, task_id, classes, sample_weight, reset)
-
     def _enter(self, group: Group, classes: np.ndarray | None,
                open_task: bool = True) -> torch.Tensor:
         """Make ``group.task`` the open task, registering its classes and output units.
@@ -572,7 +555,7 @@ class ContinualClassifier(ClassifierMixin, BaseEstimator):
         first; no task is opened.
         """
         with training(self), self._all_or_nothing():
-            call = self._check_call(X, y, task_id, classes, None,
+            call = check_call(self, X, y, task_id, classes, None,
                                     reset=not self.__sklearn_is_fitted__())
             for i, group in enumerate(call.groups):
                 self._enter(group, call.classes if i == 0 else None, open_task=False)

@@ -236,7 +236,7 @@ class GEMClassifier(_EpisodicProjection):
     memory_strength : float, default=0.5
         The margin: lower bound on the dual variables :math:`v`.
     hidden_layer_sizes, backbone, optimizer, learning_rate, momentum, batch_size, \
-max_epochs, device, random_state, verbose
+max_epochs, device, random_state, verbose, distributed
         As in :class:`~skcl.base.ContinualClassifier`.
 
     Attributes
@@ -265,11 +265,11 @@ max_epochs, device, random_state, verbose
     def __init__(self, memory_size: int = 200, memory_strength: float = 0.5,
                  hidden_layer_sizes=(256, 256), backbone=None, optimizer="sgd",
                  learning_rate=0.05, momentum=0.9, batch_size=32, max_epochs=5, device="auto",
-                 random_state=None, verbose=0):
+                 random_state=None, verbose=0, distributed="auto"):
         super().__init__(hidden_layer_sizes=hidden_layer_sizes, backbone=backbone,
                          optimizer=optimizer, learning_rate=learning_rate, momentum=momentum,
                          batch_size=batch_size, max_epochs=max_epochs, device=device,
-                         random_state=random_state, verbose=verbose)
+                         random_state=random_state, verbose=verbose, distributed=distributed)
         self.memory_size = memory_size
         self.memory_strength = memory_strength
 
@@ -327,7 +327,7 @@ class AGEMClassifier(_EpisodicProjection):
     sample_size : int, default=256
         Memory samples per reference gradient (all of them when fewer).
     hidden_layer_sizes, backbone, optimizer, learning_rate, momentum, batch_size, \
-max_epochs, device, random_state, verbose
+max_epochs, device, random_state, verbose, distributed
         As in :class:`~skcl.base.ContinualClassifier`.
 
     Attributes
@@ -356,11 +356,11 @@ max_epochs, device, random_state, verbose
     def __init__(self, memory_size: int = 200, sample_size: int = 256,
                  hidden_layer_sizes=(256, 256), backbone=None, optimizer="sgd",
                  learning_rate=0.05, momentum=0.9, batch_size=32, max_epochs=5, device="auto",
-                 random_state=None, verbose=0):
+                 random_state=None, verbose=0, distributed="auto"):
         super().__init__(hidden_layer_sizes=hidden_layer_sizes, backbone=backbone,
                          optimizer=optimizer, learning_rate=learning_rate, momentum=momentum,
                          batch_size=batch_size, max_epochs=max_epochs, device=device,
-                         random_state=random_state, verbose=verbose)
+                         random_state=random_state, verbose=verbose, distributed=distributed)
         self.memory_size = memory_size
         self.sample_size = sample_size
 

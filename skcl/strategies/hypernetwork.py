@@ -75,7 +75,7 @@ class HyperNetworkClassifier(ContinualClassifier):
         a step moves every generated weight at once.
     learning_rate : float, default=0.001
         The authors' Adam step size.
-    momentum, batch_size, max_epochs, device, random_state, verbose
+    momentum, batch_size, max_epochs, device, random_state, verbose, distributed
         As in :class:`~skcl.base.ContinualClassifier`.
 
     Attributes
@@ -126,11 +126,13 @@ class HyperNetworkClassifier(ContinualClassifier):
         device: str = "auto",
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
+    distributed: str = "auto",
     ) -> None:
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, backbone=backbone, optimizer=optimizer,
             learning_rate=learning_rate, momentum=momentum, batch_size=batch_size,
             max_epochs=max_epochs, device=device, random_state=random_state, verbose=verbose,
+            distributed=distributed,
         )
         self.beta = beta
         self.embedding_dim = embedding_dim

@@ -59,7 +59,7 @@ class ICaRLClassifier(ContinualClassifier):
     memory_size : int, default=200
         :math:`K`, the most exemplars kept over all classes.
     hidden_layer_sizes, backbone, optimizer, learning_rate, momentum, batch_size, \
-max_epochs, device, random_state, verbose
+max_epochs, device, random_state, verbose, distributed
         As in :class:`~skcl.base.ContinualClassifier`.
 
     Attributes
@@ -88,11 +88,11 @@ max_epochs, device, random_state, verbose
 
     def __init__(self, memory_size: int = 200, hidden_layer_sizes=(256, 256), backbone=None,
                  optimizer="sgd", learning_rate=0.05, momentum=0.9, batch_size=32,
-                 max_epochs=5, device="auto", random_state=None, verbose=0):
+                 max_epochs=5, device="auto", random_state=None, verbose=0, distributed="auto"):
         super().__init__(hidden_layer_sizes=hidden_layer_sizes, backbone=backbone,
                          optimizer=optimizer, learning_rate=learning_rate, momentum=momentum,
                          batch_size=batch_size, max_epochs=max_epochs, device=device,
-                         random_state=random_state, verbose=verbose)
+                         random_state=random_state, verbose=verbose, distributed=distributed)
         self.memory_size = memory_size
 
     # ------------------------------------------------------------------ training

@@ -3,7 +3,8 @@
 ``skcl list`` names the estimators (:mod:`skcl.registry`) and streams;
 ``skcl run`` trains one estimator over one stream (a named one, or one built
 from a CSV, Parquet or ``.npz`` file by :mod:`skcl.tabular`) and prints its
-accuracy matrix and metrics;
+accuracy matrix and metrics; with ``--nproc N`` it trains data-parallel in N
+processes launched by ``torchrun`` (:mod:`skcl.distributed`);
 ``skcl demo`` runs a few estimators over split-digits side by side;
 ``skcl bench`` runs a grid of estimators, streams, scenarios and seeds and
 writes a report (:mod:`skcl.bench`).
@@ -27,8 +28,11 @@ import argparse
 import ast
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from skcl import bench, registry
 from skcl.datasets import SCENARIOS, STREAMS, TaskStream, load_stream
@@ -36,6 +40,8 @@ from skcl.evaluation import evaluate_stream, format_matrix, format_table, warm_u
 from skcl.tabular import DataError, load_streams
 
 DEMO_ESTIMATORS = ("naive", "cumulative", "joint")
+#: Set by ``skcl run --nproc N`` in the environment of the N processes it launches.
+RANKS_ENV = "SKCL_RUN_NPROC"
 
 
 class _UsageError(Exception):
@@ -135,17 +141,30 @@ def _cmd_run(args) -> int:
                           "--permuted N")
     if args.epochs is not None and args.epochs < 1:
         raise _UsageError(f"--epochs must be a positive integer, got {args.epochs}")
+    if args.nproc < 1:
+        raise _UsageError(f"--nproc must be a positive integer, got {args.nproc}")
+    launched = os.environ.get(RANKS_ENV)
+    nproc = args.nproc if launched is None else int(launched)
     _check_output(args.json, "--json")
     _check_output(args.plot, "--plot")
     estimator = _build(args.estimator, _parse_params(args.param), args.seed)
+    if nproc > 1:
+        _check_data_parallel(estimator, nproc)
     stream = load_stream(_check_stream(args.stream)) if args.data is None else \
         _data_streams(args)[0]
     try:
         bench.try_estimator(estimator, stream)
     except bench.BenchError as exc:
         raise _UsageError(str(exc)) from None
-    result = evaluate_stream(estimator, stream, scenario=args.scenario, epochs=args.epochs,
-                             verbose=0 if args.quiet else 1)
+    if nproc == 1:
+        result = evaluate_stream(estimator, stream, scenario=args.scenario, epochs=args.epochs,
+                                 verbose=0 if args.quiet else 1)
+    elif launched is None:
+        return _launch(nproc, args.argv)
+    else:
+        result = _run_rank(estimator, stream, args)
+        if result is None:
+            return 0
     if not args.quiet:
         print(format_matrix(result))
         print()
@@ -158,6 +177,85 @@ def _cmd_run(args) -> int:
     except OSError as exc:
         raise _UsageError(f"cannot write {exc.filename or args.json}: {exc.strerror}") from None
     return 0
+
+
+def _check_data_parallel(estimator, n: int) -> None:
+    """Refuse, before launching anything, what cannot train in ``n`` processes."""
+    if getattr(estimator, "distributed", "auto") == "off":
+        raise _UsageError(f"--nproc {n} trains data-parallel, but distributed='off' keeps "
+                          "every process alone; drop --param distributed=off")
+    device = str(estimator.device)
+    if device.startswith("cuda:"):
+        raise _UsageError(f"--nproc {n} gives each process its own GPU (cuda:LOCAL_RANK); "
+                          f"pass device=cuda or auto rather than {device}")
+    if _uses_cuda(estimator) and _cuda_count() < n:
+        raise _UsageError(f"--nproc {n} with device={device} needs {n} GPUs, one per process; "
+                          f"{_cuda_count()} found")
+
+
+def _cuda_count() -> int:
+    """How many CUDA devices torch sees."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def _uses_cuda(estimator) -> bool:
+    device = str(estimator.device)
+    return device.startswith("cuda") or (device == "auto" and _cuda_count() > 0)
+
+
+def _launch(n: int, argv: list[str]) -> int:
+    """Run this same ``skcl`` command in ``n`` processes under ``torchrun`` on this machine.
+
+    The processes learn ``n`` from :data:`RANKS_ENV`, not from ``--nproc``, which
+    torchrun's own parser would take for an abbreviation of ``--nproc-per-node``.
+    """
+    env = {**os.environ, RANKS_ENV: str(n)}
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n)))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={n}", "-m", "skcl", *_without_nproc(argv)]
+    return subprocess.run(command, env=env, check=False).returncode
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """``argv`` less its ``--nproc N`` (or ``--nproc=N``, or an abbreviation of either)."""
+    out, skip = [], False
+    for token in argv:
+        name = token.partition("=")[0]
+        if skip:
+            skip = False
+        elif len(name) > 2 and "--nproc".startswith(name):
+            skip = "=" not in token
+        else:
+            out.append(token)
+    return out
+
+
+def _run_rank(estimator, stream: TaskStream, args):
+    """One of the ``--nproc`` ranks: train on its shard of every call (gloo on the CPU,
+    NCCL with one GPU per rank); the result on rank 0, ``None`` on the others."""
+    import torch
+    import torch.distributed as dist
+
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    backend = "gloo"
+    if _uses_cuda(estimator):
+        local_rank = int(os.environ["LOCAL_RANK"])
+        torch.cuda.set_device(local_rank)
+        estimator.set_params(device=f"cuda:{local_rank}")
+        backend = "nccl"
+    dist.init_process_group(backend)
+    try:
+        result = evaluate_stream(
+            estimator, stream, scenario=args.scenario, epochs=args.epochs,
+            verbose=0 if args.quiet or rank else 1,
+            shard=lambda n: np.array_split(np.arange(n), world)[rank])
+    except ValueError as exc:
+        raise _UsageError(f"rank {rank}: {_one_line(exc)}") from None
+    finally:
+        dist.destroy_process_group()
+    return result if rank == 0 else None
 
 
 def _cmd_demo(args) -> int:
@@ -275,6 +373,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--json", help="write the result as JSON here")
     run.add_argument("--plot", help="write the heatmap and accuracy curves (PNG) here")
     run.add_argument("--quiet", action="store_true", help="print nothing")
+    run.add_argument("--nproc", type=int, default=1, metavar="N",
+                     help="train data-parallel in N processes on this machine (torchrun; "
+                          "each trains its shard of every call, gloo on the CPU, NCCL with "
+                          "one GPU each); rank 0 prints and writes --json and --plot "
+                          "(default: %(default)s)")
     run.set_defaults(func=_cmd_run)
 
     demo = sub.add_parser("demo", help="a few estimators over split-digits, side by side")
@@ -332,7 +435,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the ``skcl`` command line; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = _parser().parse_args(argv)
+    args.argv = argv
     try:
         return args.func(args)
     except _UsageError as exc:

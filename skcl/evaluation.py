@@ -26,7 +26,7 @@ import inspect
 import random
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 from sklearn.base import clone
@@ -135,14 +135,20 @@ def _untrained_accuracies(estimator, stream: TaskStream, scenario: str, continua
     return 1.0 / np.asarray(n_candidates, dtype=np.float64)
 
 
-def _train(estimator, exp: Experience, epochs: int, continual: bool, classes) -> float:
-    """Train on one experience; return the wall seconds of the training calls."""
+def _train(estimator, exp: Experience, epochs: int, continual: bool, classes,
+           shard=None) -> float:
+    """Train on one experience (``shard``'s rows of it, if given); return the wall seconds
+    of the training calls."""
+    X, y = exp.X_train, exp.y_train
+    if shard is not None:
+        rows = shard(len(y))
+        X, y = X[rows], y[rows]
     start = time.perf_counter()
     for _ in range(epochs):
         if continual:
-            estimator.partial_fit(exp.X_train, exp.y_train, task_id=exp.task_id)
+            estimator.partial_fit(X, y, task_id=exp.task_id)
         else:
-            estimator.partial_fit(exp.X_train, exp.y_train, classes=classes)
+            estimator.partial_fit(X, y, classes=classes)
     if continual and hasattr(estimator, "end_task"):
         estimator.end_task()
     return time.perf_counter() - start
@@ -164,6 +170,7 @@ def evaluate_stream(
     scenario: str | None = None,
     epochs: int | None = None,
     verbose: int = 0,
+    shard: Callable[[int], np.ndarray] | None = None,
 ) -> StreamResult:
     """Train an estimator experience by experience and fill the accuracy matrix.
 
@@ -200,6 +207,11 @@ def evaluate_stream(
         when the estimator has it, else 1.
     verbose : int, default=0
         A progress bar over experiences when > 0.
+    shard : callable, optional
+        Data-parallel training (:mod:`skcl.distributed`): ``shard(n)`` gives the
+        rows of an experience's ``n`` training rows that this process passes to
+        ``partial_fit`` (its shard; every rank calls ``evaluate_stream`` alike).
+        Evaluation always reads the whole experiences.
 
     Returns
     -------
@@ -259,7 +271,7 @@ def evaluate_stream(
     name = type(estimator).__name__
     steps = tqdm(range(T), desc=f"{name} on {stream.name}", unit="exp", disable=verbose <= 0)
     for i in steps:
-        seconds[i] = _train(estimator, stream[i], epochs, continual, classes)
+        seconds[i] = _train(estimator, stream[i], epochs, continual, classes, shard)
         with _global_rng_preserved():
             for j in range(i + 1):
                 R[i, j] = _score(estimator, stream[j], scenario, continual)

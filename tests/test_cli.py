@@ -291,3 +291,63 @@ def test_run_stream_errors_are_one_line(capsys, argv, start):
     err = capsys.readouterr().err
     assert err.startswith(f"skcl: error: {start}"), err
     assert err.count("\n") == 1
+
+
+@pytest.fixture
+def four_digits(tmp_path):
+    """digits 0-3 as an .npz: with --classes-per-task 2, a stream of two experiences."""
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    path = tmp_path / "digits4.npz"
+    np.savez(path, X=(X[y < 4] / 16).astype(np.float32), y=y[y < 4])
+    return path
+
+
+def test_nproc_2_trains_as_one_process_and_only_rank_0_reports(four_digits, tmp_path, capfd):
+    argv = ["run", "--estimator", "naive", "--data", str(four_digits), "--classes-per-task",
+            "2", "--epochs", "1", "--param", "hidden_layer_sizes=(16,)", "--param",
+            "batch_size=16"]
+    one, two = tmp_path / "one.json", tmp_path / "two.json"
+    assert main([*argv, "--quiet", "--json", str(one)]) == 0
+    capfd.readouterr()
+    assert main([*argv, "--nproc", "2", "--json", str(two)]) == 0
+    out = capfd.readouterr().out
+    assert out.count("R[i, j] for NaiveClassifier") == 1
+    assert out.count("| NaiveClassifier |") == 1
+    alone, ranks = json.loads(one.read_text()), json.loads(two.read_text())
+    assert len(ranks["R"]) == 2
+    # Same global mini-batch, so the same model: every test prediction agrees.
+    np.testing.assert_allclose(ranks["R"], alone["R"], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(ranks["b"], alone["b"], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("extra, start", [
+    (["--nproc", "0"], "--nproc must be a positive integer, got 0"),
+    (["--nproc", "2", "--param", "distributed=off"], "--nproc 2 trains data-parallel, but "
+                                                     "distributed='off'"),
+    (["--nproc", "2", "--param", "device=cuda:0"], "--nproc 2 gives each process its own GPU"),
+], ids=["zero", "distributed-off", "one-gpu-named"])
+def test_nproc_errors_are_one_line(capsys, extra, start):
+    assert main(["run", "--estimator", "naive", "--stream", "split-digits", *TINY, *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"skcl: error: {start}"), err
+    assert err.count("\n") == 1
+
+
+@pytest.mark.skipif(torch.cuda.device_count() >= 2, reason="two GPUs are here")
+def test_nproc_on_gpus_needs_one_gpu_per_process(capsys):
+    argv = ["run", "--estimator", "naive", "--stream", "split-digits", *TINY]
+    assert main([*argv, "--nproc", "2", "--param", "device=cuda"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("skcl: error: --nproc 2 with device=cuda needs 2 GPUs, one per "
+                          f"process; {torch.cuda.device_count()} found"), err
+
+
+@pytest.mark.parametrize("argv", [
+    ["run", "--nproc", "2", "--seed", "1"], ["run", "--nproc=2", "--seed", "1"],
+    ["run", "--npr", "2", "--seed", "1"], ["run", "--seed", "1", "--nproc", "2"],
+])
+def test_the_launched_ranks_get_the_command_without_nproc(argv):
+    # torchrun's parser would read --nproc as an ambiguous --nproc-per-node.
+    assert skcl.cli._without_nproc(argv) == ["run", "--seed", "1"]

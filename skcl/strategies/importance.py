@@ -106,29 +106,9 @@ class TaskSample:
         return self.X, self.y
 
 
-class _LinearHead(nn.Module):
-    """A shared-head network for the importance kernels: the same trunk, and its output
-    layer as a plain ``nn.Linear`` holding copies of the layer's weights.
-
-    Parameter names are the network's. The kernels compute per-sample gradients of
-    ``nn.Linear`` layers in one batched pass, so the head takes that path too.
-    """
-
-    def __init__(self, network: nn.Module):
-        super().__init__()
-        self.trunk = network.trunk
-        head = network.head
-        self.head = nn.Linear(head.in_features, head.out_features, device="meta")
-        self.head.weight = nn.Parameter(head.weight.detach().clone())
-        self.head.bias = nn.Parameter(head.bias.detach().clone())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.trunk(x))
-
-
 def network_importance(kernel, network: nn.Module, *data) -> dict[str, torch.Tensor]:
     """Run an importance kernel (:func:`~skcl.kernels.fisher_diagonal`,
-    :func:`~skcl.kernels.mas_importance`) on a shared-head network, by parameter name.
+    :func:`~skcl.kernels.mas_importance`) on a network of :mod:`skcl.nn`, by parameter name.
 
     In data-parallel training (:mod:`skcl.distributed`) every rank holds the
     same samples; each computes the kernel on its share of them, and the
@@ -149,11 +129,11 @@ def network_importance(kernel, network: nn.Module, *data) -> dict[str, torch.Ten
     """
     comm = collective()
     if comm.world_size == 1:
-        return kernel(_LinearHead(network), *data, batch_size=_KERNEL_BATCH)
+        return kernel(network, *data, batch_size=_KERNEL_BATCH)
     rows = share(comm, data[0].shape[0], data[0].device)
     local = {name: torch.zeros_like(p) for name, p in network.named_parameters()}
     if rows.numel():
-        local = kernel(_LinearHead(network), *(d[rows] for d in data), batch_size=_KERNEL_BATCH)
+        local = kernel(network, *(d[rows] for d in data), batch_size=_KERNEL_BATCH)
     names = sorted(local)
     flat = torch.cat([local[name].reshape(-1) * rows.numel() for name in names]
                      + [torch.tensor([float(rows.numel())], device=data[0].device)])

@@ -157,8 +157,10 @@ def test_sgd_on_a_quadratic_is_stable_only_below_the_stiffness_limit(momentum):
 @pytest.mark.slow
 def test_clip_is_what_keeps_ewc_finite_at_the_protocols_split_lambda(split):
     with pytest.raises(FloatingPointError, match="diverged on task 2"):
-        train(EWCClassifier(**PROTOCOL, ewc_lambda=1e4, clip_stiffness=False), split, epochs=5)
-    clf = train(EWCClassifier(**PROTOCOL, ewc_lambda=1e4), split, epochs=5)
+        train(EWCClassifier(**PROTOCOL, ewc_lambda=1e4, clip_stiffness=False,
+                            normalize_importance=False), split, epochs=5)
+    clf = train(EWCClassifier(**PROTOCOL, ewc_lambda=1e4, normalize_importance=False), split,
+                epochs=5)
     assert all(torch.isfinite(p).all() for p in clf.network_.parameters())
 
 
@@ -214,7 +216,7 @@ def test_ewc_fisher_is_the_per_sample_definition_not_the_batch_mean_gradient():
 
 
 def test_separate_ewc_has_the_gradient_of_one_penalty_per_task(permuted):
-    clf = EWCClassifier(**SMALL, ewc_lambda=10.0)
+    clf = EWCClassifier(**SMALL, ewc_lambda=10.0, normalize_importance=False)
     fishers, anchors = [], []
     for exp in permuted:
         train(clf, [exp])
@@ -233,9 +235,39 @@ def test_separate_ewc_has_the_gradient_of_one_penalty_per_task(permuted):
         torch.testing.assert_close(p.grad, expected, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("cls", [EWCClassifier, SIClassifier, MASClassifier])
+def test_each_tasks_importance_is_divided_by_its_mean(cls, permuted):
+    """The scale-free parametrisation: a task's importance has mean 1, and the paper's
+    (normalize_importance=False) is it times the recorded mean."""
+    scaled = train(cls(**SMALL), permuted[:1])
+    raw = train(cls(**SMALL, normalize_importance=False), permuted[:1])
+    (mean,) = scaled.importance_means_
+    assert raw.importance_means_ == [mean] and mean > 0
+    total = sum(float(t.sum()) for t in scaled.importance_.values())
+    count = sum(t.numel() for t in scaled.importance_.values())
+    assert total / count == pytest.approx(1.0, rel=1e-4)
+    for name, omega in raw.importance_.items():
+        torch.testing.assert_close(scaled.importance_[name] * mean, omega)
+
+
+def test_normalised_strength_does_not_depend_on_the_inputs_scale(permuted):
+    """Inputs and their scale change the Fisher's size; normalised, EWC's stiffness at the
+    same lambda has the same mean, while the paper's moves with the data."""
+    big = [exp.__class__(exp.X_train * 4, exp.y_train, exp.X_test * 4, exp.y_test,
+                         task_id=exp.task_id, classes=exp.classes) for exp in permuted[:1]]
+    means = {}
+    for normalize in (True, False):
+        for name, stream in (("unit", permuted[:1]), ("x4", big)):
+            clf = train(EWCClassifier(**SMALL, normalize_importance=normalize), stream)
+            values = torch.cat([t.flatten() for t in clf.importance_.values()])
+            means[normalize, name] = float(values.mean())
+    assert means[True, "unit"] == pytest.approx(means[True, "x4"], rel=1e-4)
+    assert abs(np.log(means[False, "x4"] / means[False, "unit"])) > 0.1
+
+
 @pytest.mark.parametrize("gamma", [0.5, 1.0])
 def test_online_ewc_decays_the_running_fisher_with_gamma(gamma, permuted):
-    clf = EWCClassifier(**SMALL, mode="online", gamma=gamma)
+    clf = EWCClassifier(**SMALL, mode="online", gamma=gamma, normalize_importance=False)
     train(clf, permuted[:1])
     first = {n: f.clone() for n, f in clf.fisher_.items()}
     train(clf, permuted[1:2])
@@ -379,11 +411,16 @@ def test_imm_without_weight_transfer_starts_each_task_from_the_initial_weights(s
 
 # ---------------------------------------------------------------- protocol, pickle, misc
 
-ALL = [
-    (EWCClassifier, {"split-digits": {"ewc_lambda": 1e4}, "permuted": {"ewc_lambda": 1e3}}),
-    (EWCClassifier, {"*": {"mode": "online", "ewc_lambda": 1e3}}),
-    (SIClassifier, {"*": {"si_c": 1.0}}),
-    (MASClassifier, {"*": {"mas_lambda": 1.0}}),
+PAPER = {"normalize_importance": False}
+ALL = [  # PROTOCOL.md's strengths, on the papers' unnormalised importances, and the defaults
+    (EWCClassifier, {"split-digits": {"ewc_lambda": 1e4, **PAPER},
+                     "permuted": {"ewc_lambda": 1e3, **PAPER}}),
+    (EWCClassifier, {"*": {"mode": "online", "ewc_lambda": 1e3, **PAPER}}),
+    (SIClassifier, {"*": {"si_c": 1.0, **PAPER}}),
+    (MASClassifier, {"*": {"mas_lambda": 1.0, **PAPER}}),
+    (EWCClassifier, {"*": {}}),
+    (SIClassifier, {"*": {}}),
+    (MASClassifier, {"*": {}}),
     (LwFClassifier, {"*": {"alpha": 1.0, "T": 2.0}}),
     (IMMClassifier, {"*": {"merge": "mode", "l2_transfer": 1e-2}}),
 ]

@@ -21,7 +21,8 @@ def train(clf, stream, epochs=1, tasks=None):
 
 
 def test_replay_joins_each_batch_with_a_replay_batch_and_keeps_memory_size(stream):
-    clf = ReplayClassifier(memory_size=50, replay_batch_size=12, **SMALL)
+    clf = ReplayClassifier(memory_size=50, replay_batch_size=12, policy="reservoir",
+                           admission="after_call", **SMALL)
     clf.partial_fit(stream[0].X_train, stream[0].y_train, task_id=0)
     assert len(clf.memory_) == 50
     batch = Batch(*(t[:16] for t in (clf.memory_.items().X, clf.memory_.items().y)), None,
@@ -35,7 +36,8 @@ def test_replay_joins_each_batch_with_a_replay_batch_and_keeps_memory_size(strea
 
 
 def test_class_balanced_replay_keeps_samples_of_every_class_seen(stream):
-    clf = ReplayClassifier(memory_size=20, policy="class_balanced", **SMALL)
+    clf = ReplayClassifier(memory_size=20, policy="class_balanced", admission="after_call",
+                           **SMALL)
     for exp in stream:
         clf.partial_fit(exp.X_train, exp.y_train, task_id=exp.task_id)
         counts = clf.memory_.class_counts()
@@ -176,3 +178,64 @@ def test_latent_replay_needs_a_sequential_trunk_deep_enough(stream):
 
     with pytest.raises(TypeError, match="Sequential"):
         LatentReplayClassifier(backbone=Net, **SMALL).fit(exp.X_train, exp.y_train)
+
+
+# ---------------------------------------------------------------- admission and balance
+
+
+def _tasks_in(buffer) -> set[int]:
+    return set(torch.unique(buffer.items().task).tolist()) if len(buffer) else set()
+
+
+def test_task_end_admission_keeps_the_current_task_out_of_the_buffer_until_it_ends(stream):
+    clf = ReplayClassifier(memory_size=40, admission="task_end", **SMALL)
+    replayed = []
+
+    def spy(batch):
+        drawn = ReplayClassifier._replay(clf, batch)
+        replayed.append((int(batch.task[0]), set(drawn.task.tolist())))
+        return drawn
+
+    clf._replay = spy
+    for exp in list(stream)[:3]:
+        for _ in range(2):
+            clf.partial_fit(exp.X_train, exp.y_train, task_id=exp.task_id)
+            assert exp.task_id not in _tasks_in(clf.memory_)
+        clf.end_task()
+        assert _tasks_in(clf.memory_) == set(range(exp.task_id + 1))
+        assert len(clf.memory_) <= 40
+    assert replayed and all(current not in tasks for current, tasks in replayed)
+
+
+def test_after_call_admission_offers_each_call_once_its_epoch_is_done(stream):
+    clf = ReplayClassifier(memory_size=40, admission="after_call", **SMALL)
+    train(clf, stream, tasks=[0])
+    clf.partial_fit(stream[1].X_train, stream[1].y_train, task_id=1)
+    assert 1 in _tasks_in(clf.memory_)
+
+
+def test_experience_balanced_policy_gives_every_task_an_equal_share(stream):
+    clf = ReplayClassifier(memory_size=40, policy="experience_balanced", admission="task_end",
+                           **SMALL)
+    for exp in stream:
+        clf.partial_fit(exp.X_train, exp.y_train, task_id=exp.task_id)
+        clf.end_task()
+    counts = torch.bincount(clf.memory_.items().task).tolist()
+    assert counts == [8] * 5
+
+
+@pytest.mark.parametrize("admission", ["after_call", "task_end"])
+def test_replay_pickled_mid_task_trains_on_identically(admission, stream):
+    import pickle
+
+    clf = ReplayClassifier(memory_size=30, admission=admission, **SMALL)
+    train(clf, stream, tasks=[0])
+    clf.end_task()
+    clf.partial_fit(stream[1].X_train, stream[1].y_train, task_id=1)
+    twin = pickle.loads(pickle.dumps(clf))
+    for c in (clf, twin):
+        train(c, stream, tasks=[1, 2])
+        c.end_task()
+    X = stream[0].X_test
+    np.testing.assert_array_equal(twin.predict_proba(X), clf.predict_proba(X))
+    assert torch.equal(twin.memory_.items().X, clf.memory_.items().X)

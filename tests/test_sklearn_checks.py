@@ -38,10 +38,13 @@ def test_sklearn_compatible(estimator, check):
 
 
 def _defined_estimators() -> set[type]:
-    """Every public, concrete ContinualClassifier defined in a module of skcl.strategies."""
+    """Every public, concrete ContinualClassifier defined in a module of skcl.strategies
+    (subpackages included)."""
     found = set()
-    for info in pkgutil.iter_modules(skcl.strategies.__path__):
-        module = importlib.import_module(f"skcl.strategies.{info.name}")
+    for info in pkgutil.walk_packages(skcl.strategies.__path__, "skcl.strategies."):
+        if info.name.rsplit(".", 1)[-1].startswith("_"):
+            continue  # private modules hold shared bases, not estimators
+        module = importlib.import_module(info.name)
         found |= {obj for name, obj in vars(module).items()
                   if isinstance(obj, type) and issubclass(obj, ContinualClassifier)
                   and obj.__module__ == module.__name__ and not name.startswith("_")

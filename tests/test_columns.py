@@ -125,6 +125,17 @@ def test_column_network_adds_nothing_to_an_earlier_column():
     assert net.n_frozen == 1 and net.task_column == {0: 0, 1: 1}
 
 
+def test_column_network_from_precomputed_earlier_columns_equals_forward():
+    net = ColumnNetwork(5, (6, 4, 3))
+    for task in range(3):
+        net.add_units(task=task, n_new=2, seed=task)
+    x = torch.randn(9, 5)
+    for task in (1, 2):
+        earlier = net.earlier(x, net.task_column[task])
+        assert earlier.shape == (9, task * (6 + 4 + 3)) and not earlier.requires_grad
+        torch.testing.assert_close(net.forward_from(x, earlier, task), net(x, task=task))
+
+
 @pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
 def test_a_backbone_is_refused_with_a_clear_error(cls, stream):
     clf = cls(backbone=lambda n: torch.nn.Linear(n, 4), device="cpu")

@@ -170,12 +170,14 @@ class ColumnNetwork(nn.Module):
         return {"columns": sum(p.numel() for p in self.parameters()) - adapters,
                 "adapters": adapters}
 
-    def hidden(self, x: torch.Tensor, upto: int, detach_below: int | None = None
-               ) -> list[torch.Tensor]:
-        """The last-layer activations of columns ``0 .. upto``; columns below
-        ``detach_below`` (default ``n_frozen``) run without an autograd graph."""
+    def layers(self, x: torch.Tensor, upto: int, detach_below: int | None = None
+               ) -> list[list[torch.Tensor]]:
+        """The activations of columns ``0 .. upto``: one list per layer (the input first,
+        then every hidden layer), one tensor per column. Columns below ``detach_below``
+        (default ``n_frozen``) run without an autograd graph."""
         detach_below = self.n_frozen if detach_below is None else detach_below
         below: list[torch.Tensor] = [x] * (upto + 1)
+        out = [below]
         for layer in range(len(self.sizes)):
             current = []
             for index in range(upto + 1):
@@ -186,7 +188,39 @@ class ColumnNetwork(nn.Module):
                         z = z + column.laterals[layer - 1](torch.cat(below[:index], dim=1))
                     current.append(F.relu(z))
             below = current
-        return below
+            out.append(current)
+        return out
+
+    def hidden(self, x: torch.Tensor, upto: int, detach_below: int | None = None
+               ) -> list[torch.Tensor]:
+        """The last-layer activations of columns ``0 .. upto`` (see :meth:`layers`)."""
+        return self.layers(x, upto, detach_below)[-1]
+
+    def earlier(self, x: torch.Tensor, column: int) -> torch.Tensor:
+        """What column ``column`` (at least 1; the network has hidden layers) reads from
+        earlier columns: their activations at every hidden layer, side by side in one
+        tensor, without an autograd graph. A frozen column's input of
+        :meth:`forward_from`, computed once for data seen over several epochs."""
+        with torch.no_grad():
+            hidden_layers = self.layers(x, column - 1)[1:]
+        return torch.cat([torch.cat(acts, dim=1) for acts in hidden_layers], dim=1)
+
+    def forward_from(self, x: torch.Tensor, earlier: torch.Tensor, task: int) -> torch.Tensor:
+        """``forward(x, task)`` for one task, the earlier columns' activations read from
+        ``earlier`` (as :meth:`earlier` gives them for the task's column) instead of
+        computed: only the task's column runs."""
+        index = self.task_column[task]
+        chunks = torch.split(earlier, [index * w for w in self.sizes], dim=1)
+        column = self.columns[index]
+        h = x
+        for layer in range(len(self.sizes)):
+            z = column.trunk[2 * layer](h)
+            if layer > 0:
+                z = z + column.laterals[layer - 1](chunks[layer - 1])
+            h = F.relu(z)
+        logits = column.heads[str(task)](torch.cat([chunks[-1], h], dim=1))
+        units = torch.nonzero(self.unit_task == task).flatten()
+        return x.new_full((x.shape[0], self.n_units), float("-inf")).index_copy(1, units, logits)
 
     def column_logits(self, x: torch.Tensor, task: int, column: int | None = None,
                       detach_below: int | None = None) -> torch.Tensor:

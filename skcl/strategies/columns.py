@@ -11,7 +11,6 @@ import copy
 import math
 from collections.abc import Callable
 from numbers import Integral, Real
-from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -23,7 +22,7 @@ from skcl._guard import float64_copy
 from skcl.base import Batch, ContinualClassifier
 from skcl.components import QuadraticPenalty, stiffness_limit, sum_terms
 from skcl.kernels import fisher_diagonal
-from skcl.memory import SampleStore
+from skcl.memory import SampleStore, batch_digest
 from skcl.nn import ColumnNetwork
 from skcl.strategies.importance import TaskSample, network_importance
 
@@ -101,6 +100,7 @@ class ProgressiveClassifier(_Columns):
     def _initialize(self) -> None:
         super()._initialize()
         self._newest_column_ = -1
+        self._earlier_, self._earlier_key_ = None, None
 
     def _before_task(self, task: int) -> None:
         super()._before_task(task)
@@ -111,10 +111,30 @@ class ProgressiveClassifier(_Columns):
         met again after a later one trains its head alone)."""
         return self.network_.task_column[self.current_task_] == self._newest_column_
 
+    def _observe(self, samples: Batch) -> None:
+        # The frozen columns give every epoch of the same data the same activations: they
+        # are computed once per distinct call and travel with the samples, after the inputs.
+        column = self.network_.task_column[self.current_task_]
+        if column == 0 or not self._trains_column() or not self.network_.sizes:
+            return super()._observe(samples)
+        key = batch_digest(samples)
+        if self._earlier_key_ != key:
+            self._earlier_ = self.network_.earlier(samples.X, column)
+            self._earlier_key_ = key
+        super()._observe(samples._replace(X=torch.cat([samples.X, self._earlier_], dim=1)))
+
     def _forward(self, batch: Batch, step) -> torch.Tensor:
+        n_features = self.n_features_in_
+        if batch.X.shape[1] > n_features:  # inputs, then the frozen columns' activations
+            return self.network_.forward_from(batch.X[:, :n_features], batch.X[:, n_features:],
+                                              self.current_task_)
         column = self.network_.task_column[self.current_task_]
         below = column if self._trains_column() else column + 1
         return self.network_(batch.X, batch.task, detach_below=below)
+
+    def _after_task(self, task: int) -> None:
+        super()._after_task(task)
+        self._earlier_, self._earlier_key_ = None, None
 
     def _trainable_parameters(self):
         if self.current_task_ is None:
@@ -348,8 +368,8 @@ device, random_state, verbose
         column = self.network_.columns[self.KNOWLEDGE_BASE]
         task_units = torch.nonzero(self.network_.unit_task == task).flatten()
         local = torch.searchsorted(task_units, units)
-        view = SimpleNamespace(trunk=column.trunk, head=column.heads[str(task)])
+        view = nn.Sequential(column.trunk, column.heads[str(task)])  # x -> the task's logits
         fisher = network_importance(fisher_diagonal, view, X, local)
-        names = {"head.": f"{prefix}heads.{task}.", "trunk.": f"{prefix}trunk."}
+        names = {"0.": f"{prefix}trunk.", "1.": f"{prefix}heads.{task}."}
         return {next(names[p] + n[len(p):] for p in names if n.startswith(p)): f
                 for n, f in fisher.items()}

@@ -110,6 +110,15 @@ FAMILIES: dict[str, list[tuple[str, str, dict]]] = {
         ("GNR", "GenerativeNegativeReplayClassifier", {}),
         ("HNET", "HyperNetworkClassifier", {"*": {"optimizer": "adam", "learning_rate": 0.001}}),
     ],
+    "columns": [
+        ("Progressive", "ProgressiveClassifier", {}),
+        ("P&C", "ProgressCompressClassifier", {"*": {"ewc_lambda": 100.0, "compress_epochs": 5}}),
+        ("CWR*", "CWRStarClassifier", {}),
+        ("CWR*, lower layers 0.1x (oracle)", "CWRStarClassifier", {"*": {"lower_lr_factor": 0.1}}),
+        ("AR1", "AR1Classifier", {}),
+        ("AR1* (latent replay)", "AR1Classifier",
+         {"*": {"latent_replay": True, "lower_lr_factor": 0.0, "memory_size": 200}}),
+    ],
 }
 # Grid name -> the plausible strengths `skcl bench --tune` searches for it, per stream,
 # scenario and seed, on validation data (skcl.model_selection.select_params), and on test
@@ -288,6 +297,30 @@ NOTES: dict[str, list[str]] = {
         "invariance); training is float32.",
         "Run with OMP_NUM_THREADS=1 on a quiet 2-core machine, as the regularization family: "
         "the networks are small, and one thread keeps the seconds comparable across families.",
+    ],
+    "columns": [
+        "Progressive: one 256-256 column per task, linear lateral adapters (Rusu et al. eq. 1) "
+        "from every earlier column's layer l-1 into layer l and into the head; without task "
+        "ids the head of lowest softmax entropy predicts. Parameters: columns grow linearly "
+        "with the tasks, adapters quadratically (10 permuted-digits tasks: 850,020 column and "
+        "3,064,320 adapter parameters).",
+        "P&C: progress = the stream's 5 epochs per task on the active column; compress = "
+        "compress_epochs=5 epochs of KL distillation into the knowledge base (the paper leaves "
+        "both open; 5 gives the knowledge base as many passes over the task as the active "
+        "column had), online EWC on the knowledge base's raw Fisher with lambda 100 (the value "
+        "the regularization family's online-EWC sweep 100 / 300 / 1e3 picked on permuted-digits) "
+        "and gamma 1, its curvature clipped as in the regularization family. The 'online EWC' "
+        "row is the regularization family's current EWCClassifier(mode='online') (normalised "
+        "importance, its default lambda).",
+        "CWR*: the paper's rule, lower layers frozen after the first task (trained on task 0 "
+        "only). The '0.1x (oracle)' row trains them at 0.1x the rate instead; 0.1 was picked "
+        "on test accuracy (seed 0, sweep 0.03 / 0.1 / 0.3 / 1: split-digits class 0.34 / 0.41 "
+        "/ 0.38 / 0.23, permuted-digits 0.42 / 0.43 / 0.36 / 0.29), so it is an oracle row.",
+        "AR1: CWR* head, SI (c = 1, PROTOCOL.md) on every layer below the head, which keep "
+        "learning at the full rate. AR1*: the same with latent replay of 200 first-hidden-layer "
+        "activations (the LatentReplay row's memory and layer), layers below the latent layer "
+        "frozen after the first task as LatentReplay's default; replayed classes count as "
+        "present for CWR* (loaded and consolidated with their stored counts).",
     ],
 }
 

@@ -56,7 +56,10 @@ class Step(NamedTuple):
 
     ``epoch`` counts the epochs this task trained before this one (a
     ``partial_fit`` call is one epoch), ``batch`` is the mini-batch's index
-    within its epoch, ``n_batches`` the epoch's number of mini-batches.
+    within its epoch, ``n_batches`` the epoch's number of mini-batches and
+    ``rows`` the mini-batch's number of stream rows over all ranks (in
+    data-parallel training a rank holds a share of them; anything weighted by
+    batch sizes must use this count, not its share's).
 
     Examples
     --------
@@ -68,6 +71,7 @@ class Step(NamedTuple):
     epoch: int
     batch: int
     n_batches: int
+    rows: int | None = None
 
     @property
     def progress(self) -> float:

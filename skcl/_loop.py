@@ -46,8 +46,8 @@ def run_epoch(est, samples: Batch, network: nn.Module, optimizer, rng: np.random
     healthy = None
     n_batches = -(-n // size)
     for index, start in enumerate(starts):
-        step = Step(epoch, index, n_batches)
         idx = order[start:start + size]
+        step = Step(epoch, index, n_batches, int(idx.shape[0]))
         if comm.world_size > 1:
             idx = idx[comm.rank::comm.world_size]
         batch = Batch(*(None if f is None else f[idx] for f in samples))
@@ -94,27 +94,24 @@ def _data_parallel_step(est, comm, optimizer, forward, loss_fn, batch: Batch,
     The loss is summed over the rank's rows (the per-sample mean times their
     number), the gradients and row counts are summed over ranks in one
     all-reduce, and the sum is divided by the global count: the gradient of
-    the mean loss over the global batch. A penalty joins the reported loss
-    only: it must add its gradient in ``_after_backward`` (after the
-    reduction), as :class:`skcl.components.QuadraticPenalty` does, or it
-    would be counted once per rank.
+    the mean loss over the global batch. A penalty's own gradient (the
+    parameters are the same on every rank, so it is too) is added once, after
+    the reduction; a penalty that adds its force in ``_after_backward`` (as
+    :class:`skcl.components.QuadraticPenalty` does) joins the reported loss only.
     """
     params = [p for group in optimizer.param_groups for p in group["params"]]
+    value = torch.zeros((), device=batch.X.device)
+    loss = None
     if batch.n:
         logits = forward(batch, step)
         loss = (est._loss(logits, batch) if loss_fn is None else loss_fn(logits, batch))
-        (loss * batch.n).backward()
         value = loss.detach()
-    else:
-        value = torch.zeros((), device=batch.X.device)
     penalty = est._penalty() if loss_fn is None else None
+    with_gradient = penalty is not None and penalty.requires_grad
+    if loss is not None:
+        (loss * batch.n).backward(retain_graph=with_gradient)
     if penalty is not None:
-        if penalty.requires_grad:
-            raise ValueError(
-                f"{type(est).__name__} cannot train data-parallel: its penalty carries a "
-                "gradient of its own; add it in _after_backward instead"
-            )
-        value = value + penalty
+        value = value + penalty.detach()
     flat = torch.cat([torch.zeros(p.numel(), device=p.device) if p.grad is None
                       else p.grad.reshape(-1) for p in params]
                      + [torch.tensor([float(batch.n)], device=value.device)])
@@ -123,6 +120,8 @@ def _data_parallel_step(est, comm, optimizer, forward, loss_fn, batch: Batch,
     for p in params:
         p.grad = (flat[start:start + p.numel()] / total).view_as(p).clone()
         start += p.numel()
+    if with_gradient:
+        penalty.backward()
     return value
 
 

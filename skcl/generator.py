@@ -29,6 +29,7 @@ import torch
 
 from skcl._batch import Batch, Step
 from skcl._loop import run_epoch
+from skcl.distributed import collective
 from skcl.nn import VAE, seeded
 
 __all__ = ["GenerativeMemory", "replay_weights"]
@@ -121,7 +122,9 @@ class GenerativeMemory:
         self.previous = copy.deepcopy(self.vae).eval().requires_grad_(False)
 
     def _forward(self, batch: Batch, step: Step):
-        return self.vae(batch.X, seed=int(self.rng.integers(2**62)))
+        comm = collective()
+        share = None if comm.world_size == 1 else (comm.rank, comm.world_size, step.rows)
+        return self.vae(batch.X, seed=int(self.rng.integers(2**62)), share=share)
 
     @staticmethod
     def _loss(out, batch: Batch) -> torch.Tensor:

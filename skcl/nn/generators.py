@@ -124,17 +124,22 @@ class VAE(nn.Module):
         """Bernoulli logits of the unit-space features for latent codes ``z``."""
         return self.out(self.decoder(z))
 
-    def forward(self, x: torch.Tensor, task=None, seed: int | None = None) -> VAEOutput:
+    def forward(self, x: torch.Tensor, task=None, seed: int | None = None,
+                share: tuple[int, int, int] | None = None) -> VAEOutput:
         """Encode ``x``, draw :math:`z` by the reparameterisation trick (its noise from
         ``seed`` when given, else from torch's global generator; the mean in eval mode),
-        decode."""
+        decode. ``share=(rank, world, rows)``: ``x`` holds rows ``rank::world`` of a batch
+        of ``rows`` (data-parallel training), and gets those rows of that batch's noise."""
         u = self.scale.to_unit(x)
         h = self.encoder(u)
         mu, logvar = self.mu(h), self.logvar(h).clamp(-20.0, 20.0)
         z = mu
         if self.training:
             generator = None if seed is None else torch.Generator().manual_seed(int(seed))
-            noise = torch.randn(mu.shape, generator=generator).to(mu)
+            shape = mu.shape if share is None else (share[2], mu.shape[1])
+            noise = torch.randn(shape, generator=generator).to(mu)
+            if share is not None:
+                noise = noise[share[0]::share[1]]
             z = mu + noise * (0.5 * logvar).exp()
         return VAEOutput(self.decode(z), u, mu, logvar)
 

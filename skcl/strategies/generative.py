@@ -64,7 +64,7 @@ class _GenerativeReplay(ContinualClassifier):
         self._run_epoch(samples)
         replay, self._replay_ = self._replay_, None
         if replay is not None:
-            samples = _weighted(samples, replay, len(self.tasks_seen_))
+            samples = _weighted(samples, replay, len(self.tasks_seen_), samples.n, replay.n)
         self.generator_.train_epoch(self, samples, self._epochs_in_task_ - 1)
 
     def _generate(self, n: int, task: torch.Tensor) -> Batch | None:
@@ -85,7 +85,9 @@ class _GenerativeReplay(ContinualClassifier):
         size = self.replay_batch_size or self.batch_size
         replay = self._replay_.take(torch.arange(step.batch * size, (step.batch + 1) * size,
                                                  device=batch.X.device))
-        return _weighted(batch, replay, len(self.tasks_seen_))
+        # Weights from the global counts: in data-parallel training each rank holds shares.
+        rows = batch.n if step.rows is None else step.rows
+        return _weighted(batch, self._share(replay), len(self.tasks_seen_), rows, replay.n)
 
     def _loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
         if batch.origin is None:
@@ -106,10 +108,12 @@ class _GenerativeReplay(ContinualClassifier):
         self.generator_.consolidate()
 
 
-def _weighted(current: Batch, replay: Batch, tasks_seen: int) -> Batch:
-    """``current`` joined by ``replay``, weighted 1/t against 1 - 1/t (:func:`replay_weights`);
-    the current samples keep their own weights as factors."""
-    w_current, w_replay = replay_weights(current.n, replay.n, tasks_seen)
+def _weighted(current: Batch, replay: Batch, tasks_seen: int, n_current: int,
+              n_replay: int) -> Batch:
+    """``current`` joined by ``replay``, weighted 1/t against 1 - 1/t (:func:`replay_weights`
+    of the global batch's ``n_current`` and ``n_replay``); the current samples keep their
+    own weights as factors."""
+    w_current, w_replay = replay_weights(n_current, n_replay, tasks_seen)
     weight = (torch.full_like(current.y, w_current, dtype=current.X.dtype)
               if current.weight is None else current.weight * w_current)
     return concat_batches(current._replace(weight=weight),

@@ -259,11 +259,13 @@ device, random_state, verbose
         device: str = "auto",
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
+    distributed: str = "auto",
     ) -> None:
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, backbone=backbone, optimizer=optimizer,
             learning_rate=learning_rate, momentum=momentum, batch_size=batch_size,
             max_epochs=max_epochs, device=device, random_state=random_state, verbose=verbose,
+            distributed=distributed,
         )
         self.ewc_lambda = ewc_lambda
         self.gamma = gamma

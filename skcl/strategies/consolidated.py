@@ -59,7 +59,7 @@ class CWRStarClassifier(ContinualClassifier):
     lower_lr_factor : float, default=0.0
         Learning-rate factor of the layers below the head after the first task.
     hidden_layer_sizes, backbone, optimizer, learning_rate, momentum, batch_size, \
-max_epochs, device, random_state, verbose
+max_epochs, device, random_state, verbose, distributed
         As in :class:`~skcl.base.ContinualClassifier`.
 
     Attributes
@@ -90,11 +90,12 @@ max_epochs, device, random_state, verbose
 
     def __init__(self, lower_lr_factor: float = 0.0, hidden_layer_sizes=(256, 256),
                  backbone=None, optimizer="sgd", learning_rate=0.05, momentum=0.9,
-                 batch_size=32, max_epochs=5, device="auto", random_state=None, verbose=0):
+                 batch_size=32, max_epochs=5, device="auto", random_state=None, verbose=0,
+                 distributed="auto"):
         super().__init__(hidden_layer_sizes=hidden_layer_sizes, backbone=backbone,
                          optimizer=optimizer, learning_rate=learning_rate, momentum=momentum,
                          batch_size=batch_size, max_epochs=max_epochs, device=device,
-                         random_state=random_state, verbose=verbose)
+                         random_state=random_state, verbose=verbose, distributed=distributed)
         self.lower_lr_factor = lower_lr_factor
 
     def _make_network(self) -> nn.Module:
@@ -244,7 +245,7 @@ class AR1Classifier(CWRStarClassifier):
     clip_stiffness : bool, default=True
         Clip each SI curvature :math:`2 c \Omega_i` to :math:`(1 + \mu) / \eta` under SGD.
     hidden_layer_sizes, backbone, optimizer, learning_rate, momentum, batch_size, \
-max_epochs, device, random_state, verbose
+max_epochs, device, random_state, verbose, distributed
         As in :class:`~skcl.base.ContinualClassifier`.
 
     Attributes
@@ -298,12 +299,13 @@ max_epochs, device, random_state, verbose
         device: str = "auto",
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
+    distributed: str = "auto",
     ) -> None:
         super().__init__(
             lower_lr_factor=lower_lr_factor, hidden_layer_sizes=hidden_layer_sizes,
             backbone=backbone, optimizer=optimizer, learning_rate=learning_rate,
             momentum=momentum, batch_size=batch_size, max_epochs=max_epochs, device=device,
-            random_state=random_state, verbose=verbose,
+            random_state=random_state, verbose=verbose, distributed=distributed,
         )
         self.si_c = si_c
         self.xi = xi

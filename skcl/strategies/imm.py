@@ -225,7 +225,7 @@ class IMMClassifier(ImportancePenalty):
         Clip the L2-transfer curvature :math:`2\lambda` to :math:`(1 + \mu) / \eta`
         under SGD (see :mod:`skcl.strategies.importance`).
     hidden_layer_sizes, backbone, optimizer, learning_rate, momentum, batch_size, \
-max_epochs, device, random_state, verbose
+max_epochs, device, random_state, verbose, distributed
         As in :class:`~skcl.base.ContinualClassifier`.
 
     Attributes
@@ -281,11 +281,13 @@ max_epochs, device, random_state, verbose
         device: str = "auto",
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
+    distributed: str = "auto",
     ) -> None:
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, backbone=backbone, optimizer=optimizer,
             learning_rate=learning_rate, momentum=momentum, batch_size=batch_size,
             max_epochs=max_epochs, device=device, random_state=random_state, verbose=verbose,
+            distributed=distributed,
         )
         self.merge = merge
         self.weight_transfer = weight_transfer

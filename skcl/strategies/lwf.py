@@ -48,7 +48,7 @@ class LwFClassifier(ContinualClassifier):
     T : float, default=2.0
         Temperature :math:`T` of the soft targets (the paper's).
     hidden_layer_sizes, backbone, optimizer, learning_rate, momentum, batch_size, \
-max_epochs, device, random_state, verbose
+max_epochs, device, random_state, verbose, distributed
         As in :class:`~skcl.base.ContinualClassifier`.
 
     Attributes
@@ -92,11 +92,13 @@ max_epochs, device, random_state, verbose
         device: str = "auto",
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
+    distributed: str = "auto",
     ) -> None:
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, backbone=backbone, optimizer=optimizer,
             learning_rate=learning_rate, momentum=momentum, batch_size=batch_size,
             max_epochs=max_epochs, device=device, random_state=random_state, verbose=verbose,
+            distributed=distributed,
         )
         self.alpha = alpha
         self.T = T

@@ -123,7 +123,7 @@ class EWCClassifier(_ScaleFree):
         Fisher, on which :math:`\lambda_{paper} = \lambda / \bar F_t`
         (:math:`\bar F_t` in ``importance_means_``).
     hidden_layer_sizes, backbone, optimizer, learning_rate, momentum, batch_size, \
-max_epochs, device, random_state, verbose
+max_epochs, device, random_state, verbose, distributed
         As in :class:`~skcl.base.ContinualClassifier`.
 
     Attributes
@@ -181,11 +181,13 @@ max_epochs, device, random_state, verbose
         device: str = "auto",
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
+    distributed: str = "auto",
     ) -> None:
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, backbone=backbone, optimizer=optimizer,
             learning_rate=learning_rate, momentum=momentum, batch_size=batch_size,
             max_epochs=max_epochs, device=device, random_state=random_state, verbose=verbose,
+            distributed=distributed,
         )
         self.ewc_lambda = ewc_lambda
         self.mode = mode
@@ -261,7 +263,7 @@ class SIClassifier(_ScaleFree):
         data set and network. ``False`` is the paper's :math:`\Omega`, on
         which :math:`c_{paper} = c / \bar\Omega_t` (``importance_means_``).
     hidden_layer_sizes, backbone, optimizer, learning_rate, momentum, batch_size, \
-max_epochs, device, random_state, verbose
+max_epochs, device, random_state, verbose, distributed
         As in :class:`~skcl.base.ContinualClassifier`.
 
     Attributes
@@ -313,11 +315,13 @@ max_epochs, device, random_state, verbose
         device: str = "auto",
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
+    distributed: str = "auto",
     ) -> None:
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, backbone=backbone, optimizer=optimizer,
             learning_rate=learning_rate, momentum=momentum, batch_size=batch_size,
             max_epochs=max_epochs, device=device, random_state=random_state, verbose=verbose,
+            distributed=distributed,
         )
         self.si_c = si_c
         self.xi = xi
@@ -390,7 +394,7 @@ class MASClassifier(_ScaleFree):
         set and network. ``False`` is the paper's, on which
         :math:`\lambda_{paper} = \lambda / \bar\Omega_t` (``importance_means_``).
     hidden_layer_sizes, backbone, optimizer, learning_rate, momentum, batch_size, \
-max_epochs, device, random_state, verbose
+max_epochs, device, random_state, verbose, distributed
         As in :class:`~skcl.base.ContinualClassifier`.
 
     Attributes
@@ -440,11 +444,13 @@ max_epochs, device, random_state, verbose
         device: str = "auto",
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
+    distributed: str = "auto",
     ) -> None:
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, backbone=backbone, optimizer=optimizer,
             learning_rate=learning_rate, momentum=momentum, batch_size=batch_size,
             max_epochs=max_epochs, device=device, random_state=random_state, verbose=verbose,
+            distributed=distributed,
         )
         self.mas_lambda = mas_lambda
         self.importance_samples = importance_samples

@@ -111,7 +111,7 @@ class ReplayClassifier(_Rehearsal):
     replay_batch_size : int, default=None
         Size of :math:`B_{\mathcal M}`; ``None`` uses ``batch_size``.
     hidden_layer_sizes, backbone, optimizer, learning_rate, momentum, batch_size, \
-max_epochs, device, random_state, verbose
+max_epochs, device, random_state, verbose, distributed
         As in :class:`~skcl.base.ContinualClassifier`.
 
     Attributes
@@ -145,11 +145,12 @@ max_epochs, device, random_state, verbose
                  admission: str = "task_end",
                  replay_batch_size: int | None = None, hidden_layer_sizes=(256, 256),
                  backbone=None, optimizer="sgd", learning_rate=0.05, momentum=0.9,
-                 batch_size=32, max_epochs=5, device="auto", random_state=None, verbose=0):
+                 batch_size=32, max_epochs=5, device="auto", random_state=None, verbose=0,
+                 distributed="auto"):
         super().__init__(hidden_layer_sizes=hidden_layer_sizes, backbone=backbone,
                          optimizer=optimizer, learning_rate=learning_rate, momentum=momentum,
                          batch_size=batch_size, max_epochs=max_epochs, device=device,
-                         random_state=random_state, verbose=verbose)
+                         random_state=random_state, verbose=verbose, distributed=distributed)
         self.memory_size = memory_size
         self.policy = policy
         self.admission = admission
@@ -215,7 +216,7 @@ class MIRClassifier(_Rehearsal):
     k : int, default=32
         Samples replayed at each step: the top-``k`` candidates by :math:`s`.
     hidden_layer_sizes, backbone, optimizer, learning_rate, momentum, batch_size, \
-max_epochs, device, random_state, verbose
+max_epochs, device, random_state, verbose, distributed
         As in :class:`~skcl.base.ContinualClassifier`.
 
     Attributes
@@ -245,11 +246,11 @@ max_epochs, device, random_state, verbose
     def __init__(self, memory_size: int = 200, n_candidates: int = 100, k: int = 32,
                  hidden_layer_sizes=(256, 256), backbone=None, optimizer="sgd",
                  learning_rate=0.05, momentum=0.9, batch_size=32, max_epochs=5, device="auto",
-                 random_state=None, verbose=0):
+                 random_state=None, verbose=0, distributed="auto"):
         super().__init__(hidden_layer_sizes=hidden_layer_sizes, backbone=backbone,
                          optimizer=optimizer, learning_rate=learning_rate, momentum=momentum,
                          batch_size=batch_size, max_epochs=max_epochs, device=device,
-                         random_state=random_state, verbose=verbose)
+                         random_state=random_state, verbose=verbose, distributed=distributed)
         self.memory_size = memory_size
         self.n_candidates = n_candidates
         self.k = k
@@ -334,7 +335,7 @@ class GDumbClassifier(ContinualClassifier):
     gdumb_epochs : int, default=30
         Epochs of each retraining on the memory (``max_epochs`` is unused).
     hidden_layer_sizes, backbone, optimizer, learning_rate, momentum, batch_size, \
-max_epochs, device, random_state, verbose
+max_epochs, device, random_state, verbose, distributed
         As in :class:`~skcl.base.ContinualClassifier`.
 
     Attributes
@@ -365,11 +366,11 @@ max_epochs, device, random_state, verbose
     def __init__(self, memory_size: int = 200, gdumb_epochs: int = 30,
                  hidden_layer_sizes=(256, 256), backbone=None, optimizer="sgd",
                  learning_rate=0.05, momentum=0.9, batch_size=32, max_epochs=5, device="auto",
-                 random_state=None, verbose=0):
+                 random_state=None, verbose=0, distributed="auto"):
         super().__init__(hidden_layer_sizes=hidden_layer_sizes, backbone=backbone,
                          optimizer=optimizer, learning_rate=learning_rate, momentum=momentum,
                          batch_size=batch_size, max_epochs=max_epochs, device=device,
-                         random_state=random_state, verbose=verbose)
+                         random_state=random_state, verbose=verbose, distributed=distributed)
         self.memory_size = memory_size
         self.gdumb_epochs = gdumb_epochs
 
@@ -498,7 +499,7 @@ class LatentReplayClassifier(ContinualClassifier):
     replay_batch_size : int, default=None
         Latents replayed per step; ``None`` uses ``batch_size``.
     hidden_layer_sizes, backbone, optimizer, learning_rate, momentum, batch_size, \
-max_epochs, device, random_state, verbose
+max_epochs, device, random_state, verbose, distributed
         As in :class:`~skcl.base.ContinualClassifier`.
 
     Attributes
@@ -531,11 +532,11 @@ max_epochs, device, random_state, verbose
                  lower_lr_factor: float = 0.0, replay_batch_size: int | None = None,
                  hidden_layer_sizes=(256, 256), backbone=None, optimizer="sgd",
                  learning_rate=0.05, momentum=0.9, batch_size=32, max_epochs=5, device="auto",
-                 random_state=None, verbose=0):
+                 random_state=None, verbose=0, distributed="auto"):
         super().__init__(hidden_layer_sizes=hidden_layer_sizes, backbone=backbone,
                          optimizer=optimizer, learning_rate=learning_rate, momentum=momentum,
                          batch_size=batch_size, max_epochs=max_epochs, device=device,
-                         random_state=random_state, verbose=verbose)
+                         random_state=random_state, verbose=verbose, distributed=distributed)
         self.memory_size = memory_size
         self.replay_layer = replay_layer
         self.lower_lr_factor = lower_lr_factor

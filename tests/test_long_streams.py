@@ -138,7 +138,8 @@ def test_imm_state_does_not_grow_with_tasks(merge):
     # State per network parameter is the same after 20 and after 60 tasks (it was ~2 per
     # task when every solution and Fisher was kept).
     assert ratios[1] == pytest.approx(ratios[0], rel=0.05)
-    assert ratios[1] < 10
+    # A handful of network-sized tensors: network, penalty, sums, merge, initial values.
+    assert ratios[1] < 20
     assert clf.moments_.n_solutions == N_TASKS
 
 

@@ -281,7 +281,7 @@ max_epochs, device, random_state, verbose, distributed
         device: str = "auto",
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
-    distributed: str = "auto",
+        distributed: str = "auto",
     ) -> None:
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, backbone=backbone, optimizer=optimizer,

@@ -45,6 +45,9 @@ from skcl.nn.core import (
     output_width,
     seeded,
 )
+from skcl.nn.gated import GateContext, GatedHeads, GatedLinear, min_entropy_heads
+from skcl.nn.generators import VAE, FeatureScale
+from skcl.nn.hyper import GeneratedNetworks, HyperMLP, HyperNetwork
 from skcl.nn.masked import (
     MaskedLinear,
     ScoreMaskLinear,
@@ -52,10 +55,7 @@ from skcl.nn.masked import (
     Superposition,
     TaskMaskLinear,
 )
-from skcl.nn.gated import GateContext, GatedHeads, GatedLinear, min_entropy_heads
 from skcl.nn.picking import PickHeads, PickLinear
-from skcl.nn.generators import VAE, FeatureScale
-from skcl.nn.hyper import GeneratedNetworks, HyperMLP, HyperNetwork
 
 __all__ = [
     "ColumnNetwork",

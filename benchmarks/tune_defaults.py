@@ -1,19 +1,20 @@
 """How the defaults of the strength parameters were chosen, and where they are checked.
 
 For every regularization method, each candidate strength is scored by
-:func:`skcl.model_selection.select_params` under the ``'validation'``
-protocol (20 % of every experience's training data held out, the rest
-trained on, the whole stream) on the protocol's visible streams and scenarios
-(split-digits task-incremental, permuted-digits domain-incremental), seeds 0
-and 1. Split-digits class-incremental is left out: no penalty separates the
-classes of different tasks there, and every candidate's validation ACC was
-within seed noise of the others (0.10-0.28 at seed 0-2, first-tasks). The default is the candidate with the best
-mean validation ACC over those; test data is never read for it. A default
-must hold over a whole stream, so the whole stream's validation data chooses
-it; ``'first-tasks'`` (3 experiences) cannot see a strength's cost in
-plasticity after many tasks, and is what the benchmark's tuned rows use. Then every candidate is run, at PROTOCOL.md
-settings, over the whole of each held-out stream (:mod:`skcl.heldout`) with
-its test data, beside Naive: that is the check, never the choice.
+:func:`skcl.model_selection.select_params` under the ``'validation'`` protocol
+(20 % of every experience's training data held out, the rest trained on, the
+whole stream) on the protocol's visible streams and scenarios (split-digits
+task-incremental, permuted-digits domain-incremental), seeds 0 and 1. Split-
+digits class-incremental is left out: no penalty separates the classes of
+different tasks there, and every candidate's validation ACC was within seed
+noise of the others (0.10-0.28 at seed 0-2, first-tasks). The default is the
+candidate with the best mean validation ACC over those; test data is never
+read for it. A default must hold over a whole stream, so the whole stream's
+validation data chooses it; ``'first-tasks'`` (3 experiences) cannot see a
+strength's cost in plasticity after many tasks, and is what the benchmark's
+tuned rows use. Then every candidate is run, at PROTOCOL.md settings, over the
+whole of each held-out stream (:mod:`skcl.heldout`) with its test data, beside
+Naive: that is the check, never the choice.
 
 Usage::
 
@@ -115,7 +116,8 @@ def to_markdown(report: dict) -> str:
              "checked on held-out streams", "",
              "Validation: mean ACC over split-digits (task) and permuted-digits "
              "(domain), 'validation' protocol (20 % of every experience's training data "
-             "held out, whole stream), seeds 0-1; the default is its best candidate. Held-out: test "
+             "held out, whole stream), seeds 0-1; the default is its best candidate. "
+             "Held-out: test "
              "ACC over the whole stream, seed 0, beside Naive (check only).", ""]
     for method, r in report.items():
         head = " | ".join(f"{r['strength']}={v:g}" for v in r["grid"])

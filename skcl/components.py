@@ -205,8 +205,8 @@ class QuadraticPenalty:
     >>> round(penalty.value(net).item(), 4)
     4.0
     >>> penalty.add_gradient(net)
-    >>> net[0].bias.grad
-    tensor([4., 4.])
+    >>> [round(g, 4) for g in net[0].bias.grad.tolist()]
+    [4.0, 4.0]
     """
 
     def __init__(self, scope: Scope = None):

@@ -150,19 +150,6 @@ REFERENCE_NOTES: dict[str, list[str]] = {
     ],
 }
 NOTES: dict[str, list[str]] = {
-    "generative": [
-        "DGR and GNR keep no real sample: a VAE (encoder/decoder following the 256-256 "
-        "classifier, latent 16, Adam 0.003, one VAE epoch per classifier epoch on the current "
-        "data joined by the same generated inputs) replays; replay weighted 1/t against "
-        "1 - 1/t (t tasks seen); DGR's soft labels are van de Ven et al.'s distillation (T = 2, "
-        "zero targets for units added since the previous solver). GNR uses the same generator "
-        "and labels; its generated inputs only push the current task's units down.",
-        "HNET: von Oswald et al.'s hypernetwork (task embedding 32, chunked: chunks of 4096 "
-        "weights, chunk embedding 16, hidden 50-50) generating the 256-256 trunk; per-task "
-        "heads; beta = 0.01; Adam lr 0.001 as the authors (SGD at the protocol's lr 0.05, "
-        "momentum 0.9 diverges on permuted-digits' second task); class-incremental by "
-        "entropy task inference.",
-    ],
     "gates": [
         "HAT: the paper's s_max = 400 and c = 0.75, the reference code's thres_cosh = 50, "
         "embedding clamp 6 and gradient-norm clip 10000; the protocol's SGD with momentum 0.9 "
@@ -194,6 +181,19 @@ NOTES: dict[str, list[str]] = {
         "of samples (SupSup one-shot), 0.39 (PackNet) and 0.40 (Piggyback, both min "
         "entropy). SupSup's time (4.4-5.9x Naive) is the top-k of every layer's scores at "
         "every step and, in the domain scenario, the one-shot pass over k superposed masks.",
+    ],
+    "generative": [
+        "DGR and GNR keep no real sample: a VAE (encoder/decoder following the 256-256 "
+        "classifier, latent 16, Adam 0.003, one VAE epoch per classifier epoch on the current "
+        "data joined by the same generated inputs) replays; replay weighted 1/t against "
+        "1 - 1/t (t tasks seen); DGR's soft labels are van de Ven et al.'s distillation (T = 2, "
+        "zero targets for units added since the previous solver). GNR uses the same generator "
+        "and labels; its generated inputs only push the current task's units down.",
+        "HNET: von Oswald et al.'s hypernetwork (task embedding 32, chunked: chunks of 4096 "
+        "weights, chunk embedding 16, hidden 50-50) generating the 256-256 trunk; per-task "
+        "heads; beta = 0.01; Adam lr 0.001 as the authors (SGD at the protocol's lr 0.05, "
+        "momentum 0.9 diverges on permuted-digits' second task); class-incremental by "
+        "entropy task inference.",
     ],
     "baselines": [],
     "regularization": [

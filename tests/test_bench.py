@@ -84,7 +84,7 @@ def test_failing_cell_is_reported_and_the_rest_kept(tmp_path, monkeypatch, capsy
     assert all("Traceback" in c["traceback"] and "R" not in c for c in failed)
     report = (tmp_path / "REPORT.md").read_text()
     assert "| sklearn SGD | split-digits | task | 1 | RuntimeError: scores went missing" in report
-    assert "| sklearn SGD | n/a | n/a | n/a | n/a | n/a | n/a | 0/2 |" in report
+    assert "| sklearn SGD | n/a | n/a | n/a | n/a | n/a | n/a | n/a | 0/2 |" in report
 
 
 def test_interrupted_run_resumes_with_only_the_missing_cells(tmp_path, monkeypatch, capsys):

@@ -43,8 +43,8 @@ def run_epoch(est, samples: Batch, network: nn.Module, optimizer, rng: np.random
     starts = range(0, n, size)
     if est.verbose > 0:
         starts = tqdm(starts, desc=f"task {est.current_task_}", unit="batch", leave=False)
-    healthy = None
     n_batches = -(-n // size)
+    losses = torch.empty(n_batches, device=samples.X.device) if n_batches else None
     for index, start in enumerate(starts):
         idx = order[start:start + size]
         step = Step(epoch, index, n_batches, int(idx.shape[0]))
@@ -69,14 +69,15 @@ def run_epoch(est, samples: Batch, network: nn.Module, optimizer, rng: np.random
                 loss = loss_fn(logits, batch)
             loss.backward()
             value = loss.detach()
-        ok = torch.isfinite(value) & (value.abs() <= LOSS_CEILING)
-        healthy = ok if healthy is None else healthy & ok
+        losses[index] = value  # one small copy per step; checked once, after the epoch
         if hooks:
             est._after_backward(batch, step)
         optimizer.step()
         if hooks:
             est._after_step(batch, step)
-    if healthy is not None:
+    healthy = None
+    if losses is not None:
+        healthy = torch.isfinite(losses).all() & (losses.abs() <= LOSS_CEILING).all()
         params = [p for group in optimizer.param_groups for p in group["params"]]
         if params:
             largest = torch.stack(torch._foreach_norm(params, float("inf"))).max()

@@ -109,6 +109,7 @@ API_MODULES = [
     ("skcl.evaluation", "Evaluation",
      "Running an estimator over a stream and showing what it measured."),
     ("skcl.memory", "Memories", "What replay-style methods keep between tasks."),
+    ("skcl.exemplars", "Exemplars", "iCaRL's herding-chosen exemplar sets."),
     ("skcl.nn", "Networks", "Trunks, growing output layers and per-task heads."),
     ("skcl.kernels", "Compiled kernels", "The one door to the C++ and CUDA code."),
     ("skcl.pipeline", "Pipelines", "scikit-learn pipelines with ``partial_fit``."),

@@ -16,15 +16,14 @@ from skcl import (
     ReplayClassifier,
 )
 from skcl.base import Batch
+from skcl.exemplars import ExemplarSets, herding_selection
 from skcl.kernels import herding
 from skcl.memory import (
     ClassBalancedBuffer,
     EpisodicMemory,
-    ExemplarSets,
     ReservoirBuffer,
     SampleStore,
     concat_batches,
-    herding_selection,
 )
 
 SMALL = dict(hidden_layer_sizes=(16,), batch_size=16, device="cpu", random_state=0)

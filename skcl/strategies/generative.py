@@ -14,6 +14,7 @@ real sample of an old task is kept anywhere.
 
 from __future__ import annotations
 
+from abc import ABCMeta, abstractmethod
 from collections.abc import Callable
 from numbers import Integral, Real
 
@@ -37,7 +38,7 @@ _GENERATOR_CONSTRAINTS: dict = {
 }
 
 
-class _GenerativeReplay(ContinualClassifier):
+class _GenerativeReplay(ContinualClassifier, metaclass=ABCMeta):
     """Everything DGR and GNR share: the generator, the previous solver, the joined batches
     and their weights. A subclass defines ``_generated_loss``."""
 
@@ -98,9 +99,9 @@ class _GenerativeReplay(ContinualClassifier):
         return ((stream * batch.weight[~gen]).sum()
                 + (generated * batch.weight[gen]).sum()) / batch.n
 
+    @abstractmethod
     def _generated_loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Per-sample loss of the generated samples ``batch`` (logits of the live network)."""
-        raise NotImplementedError
 
     def _after_task(self, task: int) -> None:
         super()._after_task(task)

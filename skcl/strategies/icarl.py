@@ -13,7 +13,8 @@ from torch.nn import functional as F
 from skcl._guard import float64_copy
 from skcl.base import Batch, ContinualClassifier
 from skcl.components import FrozenSnapshot
-from skcl.memory import ExemplarSets, SampleStore, as_replay, concat_batches, take
+from skcl.exemplars import ExemplarSets
+from skcl.memory import SampleStore, as_replay, concat_batches, take
 
 
 class ICaRLClassifier(ContinualClassifier):
@@ -34,7 +35,7 @@ class ICaRLClassifier(ContinualClassifier):
 
     summed over output units and averaged over the batch.
 
-    *Exemplars* (Algorithms 4 and 5, :class:`~skcl.memory.ExemplarSets`). At
+    *Exemplars* (Algorithms 4 and 5, :class:`~skcl.exemplars.ExemplarSets`). At
     the end of a task, with :math:`K` = ``memory_size`` and :math:`t` classes
     seen, every set is cut to its first :math:`m = \lfloor K / t \rfloor`
     exemplars and each class of the task gets :math:`m` exemplars chosen by

@@ -48,6 +48,7 @@ from skcl.nn.core import (
 from skcl.nn.gated import GateContext, GatedHeads, GatedLinear, min_entropy_heads
 from skcl.nn.generators import VAE, FeatureScale
 from skcl.nn.hyper import GeneratedNetworks, HyperMLP, HyperNetwork
+from skcl.nn.latent import LatentSplit
 from skcl.nn.masked import (
     MaskedLinear,
     ScoreMaskLinear,
@@ -58,6 +59,7 @@ from skcl.nn.masked import (
 from skcl.nn.picking import PickHeads, PickLinear
 
 __all__ = [
+    "LatentSplit",
     "ColumnNetwork",
     "ConsolidatedHead",
     "ConsolidatedNetwork",

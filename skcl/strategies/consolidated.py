@@ -5,7 +5,7 @@ bias-free output layer keeps temporary weights (trained) and consolidated
 weights (predicted with). AR1 is CWR* plus SI on the layers below the head
 (:class:`~skcl.components.PathIntegral` and
 :class:`~skcl.components.QuadraticPenalty` scoped to the trunk), and AR1*
-adds latent replay (:class:`~skcl.strategies.replay.LatentSplit` and a
+adds latent replay (:class:`~skcl.nn.LatentSplit` and a
 reservoir of latent activations).
 """
 
@@ -23,8 +23,7 @@ from torch import nn
 from skcl.base import Batch, ContinualClassifier, Step
 from skcl.components import PathIntegral, QuadraticPenalty, stiffness_limit, sum_terms
 from skcl.memory import ReservoirBuffer, SampleStore, as_replay, batch_digest, concat_batches
-from skcl.nn import ConsolidatedNetwork
-from skcl.strategies.replay import LatentSplit
+from skcl.nn import ConsolidatedNetwork, LatentSplit
 
 
 class CWRStarClassifier(ContinualClassifier):
@@ -210,7 +209,7 @@ class AR1Classifier(CWRStarClassifier):
     :class:`~skcl.strategies.regularization.SIClassifier`).
 
     With ``latent_replay=True`` (AR1*), the trunk is cut at ``replay_layer``
-    (:class:`~skcl.strategies.replay.LatentSplit`): when a task ends its
+    (:class:`~skcl.nn.LatentSplit`): when a task ends its
     samples' activations there are offered to a reservoir of
     ``memory_size`` latents, and each step joins the incoming batch's
     latents with ``replay_batch_size`` replayed ones, which run through the

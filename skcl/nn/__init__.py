@@ -19,7 +19,8 @@ per concept: :mod:`skcl.nn.core` (trunks, growing heads, per-task heads),
 :mod:`skcl.nn.generators` (a VAE of the inputs), :mod:`skcl.nn.hyper`
 (hypernetworks and the networks whose weights they generate),
 :mod:`skcl.nn.columns` (progressive columns with lateral adapters),
-:mod:`skcl.nn.consolidated` (CWR*'s consolidated output layer).
+:mod:`skcl.nn.consolidated` (CWR*'s consolidated output layer),
+:mod:`skcl.nn.inference` (task inference by confidence, per sample or per batch).
 
 Examples
 --------
@@ -45,9 +46,16 @@ from skcl.nn.core import (
     output_width,
     seeded,
 )
-from skcl.nn.gated import GateContext, GatedHeads, GatedLinear, min_entropy_heads
+from skcl.nn.gated import GateContext, GatedHeads, GatedLinear
 from skcl.nn.generators import VAE, FeatureScale
 from skcl.nn.hyper import GeneratedNetworks, HyperMLP, HyperNetwork
+from skcl.nn.inference import (
+    TASK_INFERENCE,
+    check_task_inference,
+    least,
+    min_entropy_heads,
+    softmax_entropy,
+)
 from skcl.nn.latent import LatentSplit
 from skcl.nn.masked import (
     MaskedLinear,
@@ -87,6 +95,10 @@ __all__ = [
     "make_mlp",
     "make_trunk",
     "min_entropy_heads",
+    "TASK_INFERENCE",
+    "check_task_inference",
+    "least",
+    "softmax_entropy",
     "output_width",
     "seeded",
 ]

@@ -32,8 +32,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from skcl.nn.core import TaskHeads
+from skcl.nn.inference import min_entropy_heads
 
-__all__ = ["GateContext", "GatedHeads", "GatedLinear", "min_entropy_heads"]
+__all__ = ["GateContext", "GatedHeads", "GatedLinear"]
 
 
 class GateContext(NamedTuple):
@@ -167,31 +168,3 @@ class GatedHeads(TaskHeads):
     def _tasks_to_run(self, task, *rest):
         return super()._tasks_to_run(task.task if isinstance(task, GateContext) else task,
                                      *rest)
-
-
-def min_entropy_heads(logits: torch.Tensor) -> torch.Tensor:
-    """Task inference by confidence: per sample, the logits of the head whose softmax has
-    the lowest entropy.
-
-    Parameters
-    ----------
-    logits : Tensor of shape (n_tasks, n_samples, n_units)
-        Each task's logits over all units, ``-inf`` outside that task's head.
-
-    Returns
-    -------
-    Tensor of shape (n_samples, n_units)
-        The chosen head's logits, ``-inf`` elsewhere.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from skcl.nn import min_entropy_heads
-    >>> inf = float("inf")
-    >>> heads = torch.tensor([[[0.0, 0.1, -inf, -inf]], [[-inf, -inf, 5.0, 0.0]]])
-    >>> min_entropy_heads(heads).tolist()
-    [[-inf, -inf, 5.0, 0.0]]
-    """
-    entropy = torch.special.entr(torch.softmax(logits, dim=2)).sum(dim=2)
-    best = entropy.argmin(dim=0)
-    return logits[best, torch.arange(logits.shape[1], device=logits.device)]

@@ -39,7 +39,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from skcl.nn.core import IncrementalLinear, TaskHeads
-from skcl.nn.gated import min_entropy_heads
+from skcl.nn.inference import min_entropy_heads
 from skcl.nn.masked import ScoreMaskLinear, task_groups
 
 __all__ = ["FREE", "PickHeads", "PickLinear", "PrefixLinear"]

@@ -6,7 +6,7 @@ weights (predicted with). AR1 is CWR* plus SI on the layers below the head
 (:class:`~skcl.components.PathIntegral` and
 :class:`~skcl.components.QuadraticPenalty` scoped to the trunk), and AR1*
 adds latent replay (:class:`~skcl.nn.LatentSplit` and a
-reservoir of latent activations).
+:class:`~skcl.latent_memory.LatentMemory` of latent activations).
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from torch import nn
 
 from skcl.base import Batch, ContinualClassifier, Step
 from skcl.components import PathIntegral, QuadraticPenalty, stiffness_limit, sum_terms
-from skcl.memory import ReservoirBuffer, SampleStore, as_replay, batch_digest, concat_batches
+from skcl.latent_memory import LatentMemory
+from skcl.memory import batch_digest
 from skcl.nn import ConsolidatedNetwork, LatentSplit
 
 
@@ -251,8 +252,8 @@ max_epochs, device, random_state, verbose, distributed
     ----------
     penalty_ : QuadraticPenalty
         SI's penalty over the trunk.
-    memory_ : ReservoirBuffer
-        Stored latents (AR1* only).
+    memory_ : LatentMemory
+        Stored latents (AR1* only; :class:`~skcl.latent_memory.LatentMemory`).
 
     Examples
     --------
@@ -298,7 +299,7 @@ max_epochs, device, random_state, verbose, distributed
         device: str = "auto",
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
-    distributed: str = "auto",
+        distributed: str = "auto",
     ) -> None:
         super().__init__(
             lower_lr_factor=lower_lr_factor, hidden_layer_sizes=hidden_layer_sizes,
@@ -333,8 +334,7 @@ max_epochs, device, random_state, verbose, distributed
         super()._initialize()
         self.penalty_ = QuadraticPenalty(scope="trunk.")
         self._path_ = PathIntegral(scope="trunk.")
-        self.memory_ = ReservoirBuffer(self.memory_size) if self.latent_replay else None
-        self._task_data_ = SampleStore()
+        self.memory_ = LatentMemory(self.memory_size) if self.latent_replay else None
 
     def _before_task(self, task: int) -> None:
         super()._before_task(task)
@@ -346,19 +346,16 @@ max_epochs, device, random_state, verbose, distributed
 
     def _observe(self, samples: Batch) -> None:
         if self.memory_ is not None:
-            self._task_data_.add(samples)
+            self.memory_.observe(samples)
         super()._observe(samples)
 
     def _training_batch(self, batch: Batch, step: Step) -> Batch:
         batch = super()._training_batch(batch, step)
         if self.memory_ is None:
             return batch
-        with torch.set_grad_enabled(not self._frozen()):
-            batch = batch._replace(X=self.network_.trunk.lower(batch.X))
-        if len(self.memory_) == 0:
-            return batch
-        replay = self.memory_.sample(self.replay_batch_size or self.batch_size, self._rng_)
-        return concat_batches(batch, as_replay(replay))
+        return self.memory_.join(batch, self.network_.trunk,
+                                 self.replay_batch_size or self.batch_size, self._rng_,
+                                 grad=not self._frozen(), share=self._share)
 
     def _forward(self, batch: Batch, step: Step) -> torch.Tensor:
         if self.memory_ is None:
@@ -388,11 +385,5 @@ max_epochs, device, random_state, verbose, distributed
         importance = self._path_.close(self.network_, self.xi)
         if importance:
             self.penalty_.consolidate(importance, dict(self.network_.named_parameters()))
-        if self.memory_ is not None and len(self._task_data_):
-            stored = self._task_data_.tensors()
-            split = self.network_.trunk
-            split.eval()
-            with torch.no_grad():
-                latent = split.lower(stored.X)
-            self.memory_.offer(stored._replace(X=latent), self._rng_)
-        self._task_data_ = SampleStore()
+        if self.memory_ is not None:
+            self.memory_.close_task(self.network_.trunk, self._rng_)

@@ -19,11 +19,11 @@ from torch.nn import functional as F
 
 from skcl._guard import float64_copy
 from skcl.base import Batch, ContinualClassifier, Step
+from skcl.latent_memory import LatentMemory
 from skcl.memory import (
     ClassBalancedBuffer,
     EpisodicMemory,
     ReservoirBuffer,
-    SampleStore,
     as_replay,
     concat_batches,
     take,
@@ -466,8 +466,9 @@ max_epochs, device, random_state, verbose, distributed
 
     Attributes
     ----------
-    memory_ : ReservoirBuffer
-        Stored latent activations, on the estimator's device.
+    memory_ : LatentMemory
+        Stored latent activations, on the estimator's device
+        (:class:`~skcl.latent_memory.LatentMemory`, a reservoir).
 
     Examples
     --------
@@ -514,8 +515,7 @@ max_epochs, device, random_state, verbose, distributed
 
     def _initialize(self) -> None:
         super()._initialize()
-        self.memory_ = ReservoirBuffer(self.memory_size)
-        self._task_data_ = SampleStore()
+        self.memory_ = LatentMemory(self.memory_size)
         self._lower_frozen_ = False
 
     @property
@@ -532,17 +532,13 @@ max_epochs, device, random_state, verbose, distributed
         return [p for p in self.network_.parameters() if id(p) not in lower]
 
     def _observe(self, samples: Batch) -> None:
-        self._task_data_.add(samples)
+        self.memory_.observe(samples)
         super()._observe(samples)
 
     def _training_batch(self, batch: Batch, step: Step) -> Batch:
-        batch = super()._training_batch(batch, step)
-        with torch.set_grad_enabled(not self._frozen()):
-            batch = batch._replace(X=self._split.lower(batch.X))
-        if len(self.memory_) == 0:
-            return batch
-        replay = self.memory_.sample(self.replay_batch_size or self.batch_size, self._rng_)
-        return concat_batches(batch, as_replay(self._share(replay)))
+        return self.memory_.join(super()._training_batch(batch, step), self._split,
+                                 self.replay_batch_size or self.batch_size, self._rng_,
+                                 grad=not self._frozen(), share=self._share)
 
     def _forward(self, batch: Batch, step: Step) -> torch.Tensor:
         # The training batch holds latents (see _training_batch): only the upper part runs.
@@ -557,11 +553,5 @@ max_epochs, device, random_state, verbose, distributed
 
     def _after_task(self, task: int) -> None:
         super()._after_task(task)
-        if len(self._task_data_):
-            stored = self._task_data_.tensors()
-            self._split.eval()
-            with torch.no_grad():
-                latent = self._split.lower(stored.X)
-            self.memory_.offer(stored._replace(X=latent), self._rng_)
-        self._task_data_ = SampleStore()
+        self.memory_.close_task(self._split, self._rng_)
         self._lower_frozen_ = True

@@ -140,6 +140,15 @@ class OutputUnits:
         """The unit of ``label`` (in ``task``'s head when heads are per task)."""
         return self.unit[(SHARED if task is None else self.key(task), label)]
 
+    def unit_tasks(self) -> np.ndarray:
+        """The task of each unit, in unit order (heads per task only)."""
+        if not self.per_task:
+            raise ValueError("units are shared by every task: they have no task of their own")
+        tasks = np.empty(len(self.labels), dtype=np.int64)
+        for (key, _), unit in self.unit.items():
+            tasks[unit] = key
+        return tasks
+
     def class_scores(self, unit_scores: torch.Tensor) -> torch.Tensor:
         """Unit scores to class scores (columns following ``classes``): a class scores the
         max of its units."""

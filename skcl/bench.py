@@ -117,7 +117,7 @@ def _run_cell(task: _Task, stream: TaskStream) -> dict[str, Any]:
     import torch
     from threadpoolctl import threadpool_limits
 
-    from skcl.evaluation import evaluate_stream, warm_up
+    from skcl.evaluation import evaluate_stream, task_inference_accuracy, warm_up
 
     record = _record(task)
     threads = torch.get_num_threads()
@@ -147,7 +147,9 @@ def _run_cell(task: _Task, stream: TaskStream) -> dict[str, Any]:
         record.update({k: data[k] for k in ("R", "b", "acc", "bwt", "fwt", "forgetting",
                                             "train_seconds", "experience_seconds")})
         record.update(status="ok", error=None, mean_forgetting=result.mean_forgetting,
-                      n_parameters=count_parameters(estimator))
+                      n_parameters=count_parameters(estimator),
+                      task_inference=None if task.scenario == "task"
+                      else task_inference_accuracy(estimator, stream))
     finally:
         torch.set_num_threads(threads)
     device = getattr(estimator, "device_", None) or task.params.get("device", "cpu")

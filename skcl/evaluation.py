@@ -29,15 +29,19 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
+import torch
 from sklearn.base import clone
+from sklearn.utils.validation import check_is_fitted, validate_data
 from tqdm.auto import tqdm
 
 from skcl import metrics
+from skcl._guard import scoring_view
 from skcl.datasets import SCENARIOS, Experience, TaskStream
 from skcl.nn import GLOBAL_RNG_LOCK
 from skcl.results import StreamResult, format_matrix, format_table
 
-__all__ = ["StreamResult", "evaluate_stream", "format_matrix", "format_table"]
+__all__ = ["StreamResult", "evaluate_stream", "format_matrix", "format_table", "infer_tasks",
+           "task_inference_accuracy"]
 
 
 @contextlib.contextmanager
@@ -299,6 +303,75 @@ def evaluate_stream(
         train_seconds=float(seconds.sum()),
         experience_seconds=seconds,
     )
+
+
+def infer_tasks(estimator, X) -> np.ndarray:
+    """The task an estimator with a head per task answers with, for each row of ``X``
+    predicted without a task id.
+
+    Methods that keep a head per task (masks, gates, columns, hypernetworks,
+    multi-head baselines) predict without task ids by letting one head answer
+    each row (the rule is the method's, e.g. the lowest softmax entropy, see
+    :mod:`skcl.nn.inference`); the task of that head is the inferred task: the
+    task of the unit with the highest score.
+
+    Parameters
+    ----------
+    estimator : fitted skcl estimator whose output units are per task
+    X : array-like of shape (n_samples, n_features)
+
+    Returns
+    -------
+    task_ids : ndarray of shape (n_samples,)
+
+    Examples
+    --------
+    >>> from skcl import MultiHeadClassifier
+    >>> from skcl.datasets import load_split_digits
+    >>> from skcl.evaluation import infer_tasks
+    >>> stream = load_split_digits()
+    >>> clf = MultiHeadClassifier(max_epochs=1, random_state=0)
+    >>> for exp in stream[:2]:
+    ...     _ = clf.partial_fit(exp.X_train, exp.y_train, task_id=exp.task_id)
+    >>> set(infer_tasks(clf, stream[1].X_test).tolist()) <= {0, 1}
+    True
+    """
+    check_is_fitted(estimator)
+    if not getattr(estimator, "_task_specific_units", False):
+        raise ValueError(f"{type(estimator).__name__} shares its output units among tasks: "
+                         "it infers no task")
+    X = validate_data(estimator, X, reset=False, dtype=np.float32)
+    view = scoring_view(estimator, estimator._scoring_view, estimator._scoring_key)
+    unit_tasks = view.units.unit_tasks()
+    X_t = torch.from_numpy(np.asarray(X, dtype=np.float64)).to(estimator.device_)
+    with torch.no_grad():
+        units = view.network(X_t, None).argmax(dim=1).cpu().numpy()
+    return unit_tasks[units]
+
+
+def task_inference_accuracy(estimator, stream: TaskStream) -> float | None:
+    """The mean over experiences of the fraction of test rows whose inferred task
+    (:func:`infer_tasks`, each experience's test set predicted in one call) is the
+    experience's own; ``None`` for estimators whose units are shared by tasks.
+
+    Examples
+    --------
+    >>> from skcl import MultiHeadClassifier, NaiveClassifier
+    >>> from skcl.datasets import load_split_digits
+    >>> from skcl.evaluation import task_inference_accuracy
+    >>> stream = load_split_digits()[:2]
+    >>> clf = MultiHeadClassifier(max_epochs=1, random_state=0)
+    >>> for exp in stream:
+    ...     _ = clf.partial_fit(exp.X_train, exp.y_train, task_id=exp.task_id)
+    >>> 0.0 <= task_inference_accuracy(clf, stream) <= 1.0
+    True
+    >>> task_inference_accuracy(NaiveClassifier(), stream) is None
+    True
+    """
+    if not getattr(estimator, "_task_specific_units", False):
+        return None
+    return float(np.mean([np.mean(infer_tasks(estimator, exp.X_test) == exp.task_id)
+                          for exp in stream]))
 
 
 def warm_up(device: str = "cpu") -> None:

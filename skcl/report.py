@@ -39,7 +39,7 @@ __all__ = [
 
 RESULTS_FILE = "results.json"
 FIGURES = "report"
-_METRICS = ("acc", "bwt", "fwt", "mean_forgetting", "train_seconds")
+_METRICS = ("acc", "bwt", "fwt", "mean_forgetting", "train_seconds", "task_inference")
 _SCENARIO_TITLES = {"class": "class-incremental", "task": "task-incremental",
                     "domain": "domain-incremental"}
 
@@ -169,7 +169,9 @@ def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
         Keys ``stream``, ``scenario``, ``estimator``, ``label``, ``oracle``
         (tuned on test data), ``n_ok``,
         ``n_cells``, ``R`` (mean accuracy matrix, or None), each of ``acc``,
-        ``bwt``, ``fwt``, ``mean_forgetting``, ``train_seconds`` with its
+        ``bwt``, ``fwt``, ``mean_forgetting``, ``train_seconds``,
+        ``task_inference`` (the fraction of test rows whose task the method
+        inferred right, where it infers one: NaN otherwise) with its
         ``<name>_std`` (sample standard deviation, NaN for one seed), and
         ``vs_naive``: mean training seconds over Naive's in the same
         stream and scenario, and ``n_parameters``: the mean over seeds of the
@@ -331,8 +333,11 @@ def _pm(mean: float, std: float, fmt: str) -> str:
 
 
 def _table(rows: list[dict[str, Any]]) -> list[str]:
-    lines = ["| method | ACC | BWT | FWT | forgetting | train s | × Naive | params | seeds ok |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    inferring = any(np.isfinite(r.get("task_inference", np.nan)) for r in rows)
+    extra = (" task inference |", "---:|") if inferring else ("", "")
+    lines = ["| method | ACC | BWT | FWT | forgetting | train s | × Naive | params |"
+             f"{extra[0]} seeds ok |",
+             f"|---|---:|---:|---:|---:|---:|---:|---:|{extra[1]}---:|"]
     for r in rows:
         seconds = "n/a" if np.isnan(r["train_seconds"]) else \
             f"{r['train_seconds']:.2f}" + ("" if np.isnan(r["train_seconds_std"])
@@ -343,7 +348,10 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
             f"| {r['label'].replace('|', '/')} | {_pm(r['acc'], r['acc_std'], '.3f')} | "
             f"{_pm(r['bwt'], r['bwt_std'], '+.3f')} | {_pm(r['fwt'], r['fwt_std'], '+.3f')} | "
             f"{_pm(r['mean_forgetting'], r['mean_forgetting_std'], '.3f')} | {seconds} | "
-            f"{ratio} | {params} | {r['n_ok']}/{r['n_cells']} |"
+            f"{ratio} | {params} |"
+            + (f" {_pm(r['task_inference'], r['task_inference_std'], '.3f')} |"
+               if inferring else "")
+            + f" {r['n_ok']}/{r['n_cells']} |"
         )
     return lines
 
@@ -471,8 +479,11 @@ def write_report(results: dict[str, Any], out: str | os.PathLike) -> Path:
         "over the stream, evaluation excluded; `× Naive`: those seconds over Naive's in the "
         "same run, stream and scenario; `params`: the numbers the estimator holds to "
         "predict at the end of the stream, every entry of every tensor its predictions "
-        "read (trained and frozen weights, heads, masks: one mask bit counts one). "
-        "Cells run side by side share the machine, so "
+        "read (trained and frozen weights, heads, masks: one mask bit counts one); "
+        "`task inference`, without task ids, for methods with a head per task: the "
+        "fraction of test rows answered by their own task's head at the end of the "
+        "stream (skcl.evaluation.task_inference_accuracy, each task's test set in one "
+        "call). Cells run side by side share the machine, so "
         "seconds compare best within one run. A tuned row's seconds are its final run's; "
         "its search's are `tuned.seconds` in results.json.",
         "",

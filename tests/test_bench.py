@@ -312,3 +312,24 @@ def test_skcl_does_not_import_dask_and_a_missing_dask_is_one_line(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("skcl: error: the dask backend needs dask.distributed")
     assert "pip install 'skcl[dask]'" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_methods_with_a_head_per_task_report_their_task_inference(tmp_path, capsys):
+    argv = ["bench", "--estimators", "naive,multihead", "--streams", "split-digits",
+            "--scenarios", "class,task", "--seeds", "0", "--backend", "serial",
+            "--out", str(tmp_path), *TINY]
+    assert main(argv) == 0
+    cells = {(c["estimator"], c["scenario"]): c for c in _cells(tmp_path)}
+    assert cells["naive", "class"]["task_inference"] is None
+    assert cells["multihead", "task"]["task_inference"] is None
+    inferred = cells["multihead", "class"]["task_inference"]
+    assert 0.0 < inferred < 1.0
+    # without task ids a multi-head model answers from one head: ACC cannot exceed the
+    # share of rows whose own head answered
+    assert cells["multihead", "class"]["acc"] <= inferred + 1e-12
+    report = (tmp_path / "REPORT.md").read_text()
+    class_table = report.split("## split-digits, class-incremental")[1].split("## ")[0]
+    assert "| task inference |" in class_table
+    assert f"| {inferred:.3f} |" in class_table
+    task_table = report.split("## split-digits, task-incremental")[1].split("## ")[0]
+    assert "task inference" not in task_table

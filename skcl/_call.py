@@ -28,24 +28,54 @@ def new_optimizer(kind: str, params: list, lr: float, momentum: float) -> torch.
     return torch.optim.SGD(params, lr=lr, momentum=momentum)
 
 
-def carry_state(optimizer: torch.optim.Optimizer, network: nn.Module,
+def carry_state(optimizer: torch.optim.Optimizer, named: list[tuple[str, torch.Tensor]],
                 carry_from: torch.optim.Optimizer | None, old_names: list[str]) -> list[str]:
-    """Give each parameter of ``optimizer`` the state its namesake had in ``carry_from``
-    (whose parameters were named ``old_names``), rows added since starting from zero.
+    """Give each parameter of ``optimizer`` (``named`` lists them in order, with their
+    names; ``""`` is no name) the state its namesake had in ``carry_from`` (whose
+    parameters were named ``old_names``), rows added since starting from zero.
 
+    Only the two optimizers' parameters are looked at, never the whole network,
+    so the cost follows what the optimizers hold, not the network's size.
     Returns the names of ``optimizer``'s parameters, for the next carry.
     """
-    names = {id(p): name for name, p in network.named_parameters()}
-    params = optimizer.param_groups[0]["params"]
-    if carry_from is not None:
-        old = carry_from.param_groups[0]["params"]
-        by_name = {name: carry_from.state[p] for name, p in
-                   zip(old_names, old, strict=True) if p in carry_from.state}
-        for p in params:
-            state = by_name.get(names.get(id(p)))
-            if state is not None:
-                optimizer.state[p] = {k: _grown(v, p) for k, v in state.items()}
-    return [names.get(id(p), "") for p in params]
+    names = [name for name, _ in named]
+    if carry_from is None:
+        return names
+    old = carry_from.param_groups[0]["params"]
+    by_name = {name: carry_from.state[p] for name, p in zip(old_names, old, strict=True)
+               if name and p in carry_from.state}
+    for name, p in zip(names, optimizer.param_groups[0]["params"], strict=True):
+        state = by_name.get(name)
+        if state is not None:
+            optimizer.state[p] = {k: _grown(v, p) for k, v in state.items()}
+    return names
+
+
+def parameter_names(module: nn.Module, skip=()) -> dict[int, str]:
+    """``{id(parameter): name}`` over ``module``'s parameters, first name of each, as
+    ``named_parameters`` gives them, without entering the submodules in ``skip``.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from skcl._call import parameter_names
+    >>> net = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 1))
+    >>> sorted(parameter_names(net, skip=[net[1]]).values())
+    ['0.bias', '0.weight']
+    """
+    skipped, names = {id(m) for m in skip}, {}
+    seen, stack = set(), [("", module)]
+    while stack:
+        prefix, sub = stack.pop()
+        if id(sub) in seen or id(sub) in skipped:
+            continue
+        seen.add(id(sub))
+        for name, p in sub._parameters.items():
+            if p is not None:
+                names.setdefault(id(p), prefix + name)
+        stack.extend((f"{prefix}{name}.", child) for name, child in
+                     reversed(sub._modules.items()) if child is not None)
+    return names
 
 
 def check_call(est, X, y, task_id, classes, sample_weight, reset: bool) -> Call:

@@ -61,6 +61,7 @@ from skcl._call import (
     class_scores,
     log_softmax,
     new_optimizer,
+    parameter_names,
     softmax,
 )
 from skcl._guard import float64_copy, scoring_view, tensor_versions, training
@@ -423,6 +424,12 @@ class ContinualClassifier(ClassifierMixin, BaseEstimator):
         """Parameters the optimizer updates."""
         return self.network_.parameters()
 
+    def _named_trainable_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """``(name in network_ or "", parameter)`` for ``_trainable_parameters()``, in order
+        (optimizers carry state by name); what the checkpoint shares is not searched."""
+        names = parameter_names(self.network_, skip=self._shared_with_checkpoint())
+        return [(names.get(id(p), ""), p) for p in self._trainable_parameters()]
+
     # ------------------------------------------------------------------ the training loop
 
     def _run_epoch(self, samples: Batch) -> None:
@@ -459,20 +466,16 @@ class ContinualClassifier(ClassifierMixin, BaseEstimator):
         learning_rate : float, default=None
             Instead of ``learning_rate``.
         """
-        if network is None:
-            network, default_params, default_forward = (
-                self.network_, self._trainable_parameters, self._forward)
-        else:
-            default_params = network.parameters
-
-            def default_forward(batch, step):
-                return network(batch.X, batch.task)
-
-        params = list(default_params() if parameters is None else parameters)
-        optimizer = self._new_optimizer(params, learning_rate)
+        own = network is None
+        network = self.network_ if own else network
+        if forward is None:
+            forward = self._forward if own else lambda batch, step: network(batch.X, batch.task)
+        if parameters is None:
+            parameters = self._trainable_parameters() if own else network.parameters()
+        optimizer = self._new_optimizer(list(parameters), learning_rate)
         for epoch in range(epochs):
             run_epoch(self, samples, network, optimizer, self._rng_ if rng is None else rng,
-                        forward or default_forward, loss, hooks, epoch)
+                      forward, loss, hooks, epoch)
 
     # ------------------------------------------------------------------ internals
 
@@ -481,10 +484,9 @@ class ContinualClassifier(ClassifierMixin, BaseEstimator):
         return Checkpoint(self, self._shared_with_checkpoint)
 
     def _shared_with_checkpoint(self):
-        """Objects of the state a call's checkpoint shares instead of copying (default none):
-        a method whose state grows with the tasks, while a call trains only one task's part,
-        lists the other parts so that a call's cost does not grow with the tasks. It must
-        replace such a part by a copy before changing it."""
+        """Objects of the state a call neither trains nor copies to its checkpoint (default
+        none): a method whose state grows with the tasks lists the parts a call leaves alone,
+        so a call costs the same however many tasks came before. Copy one to change it."""
         return ()
 
     def _make_trunk(self, linear: type[nn.Module] | None = None) -> nn.Module:
@@ -568,9 +570,9 @@ class ContinualClassifier(ClassifierMixin, BaseEstimator):
     def _make_optimizer(self, carry_from: torch.optim.Optimizer | None = None):
         """The task's optimizer over ``_trainable_parameters()``; with ``carry_from``, each
         parameter keeps its state there, found by name (grown rows start from zero)."""
-        optimizer = self._new_optimizer(list(self._trainable_parameters()))
-        self._optimizer_names_ = carry_state(optimizer, self.network_, carry_from,
-                                             self._optimizer_names_)
+        named = [(n, p) for n, p in self._named_trainable_parameters() if p.requires_grad]
+        optimizer = self._new_optimizer([p for _, p in named])
+        self._optimizer_names_ = carry_state(optimizer, named, carry_from, self._optimizer_names_)
         return optimizer
 
     def _open_task(self, task: int) -> None:
@@ -578,8 +580,7 @@ class ContinualClassifier(ClassifierMixin, BaseEstimator):
         optimizer. Its classes must be registered already (see :meth:`_enter`)."""
         if self.current_task_ == task:
             return
-        if self.current_task_ is not None:
-            self.end_task()
+        self.end_task()  # closes the open task, if any
         self.current_task_ = task
         self._epochs_in_task_ = 0
         self._before_task(task)

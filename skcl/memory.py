@@ -159,6 +159,26 @@ def as_replay(batch: Batch) -> Batch:
                                             device=batch.X.device))
 
 
+def reservoir_slots(n: int, size: int, capacity: int, n_seen: int,
+                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Reservoir sampling (Vitter 1985) of ``n`` new samples into ``capacity`` slots, of
+    which ``size`` are filled, after ``n_seen`` samples were offered.
+
+    The ``i``-th sample offered (1-based) takes a free slot while there is one,
+    else a uniformly drawn slot with probability ``capacity / i``. Returns the
+    slots written and the rows of the new samples written to them.
+    """
+    slots = np.full(n, -1, dtype=np.int64)
+    free = min(capacity - size, n)
+    slots[:free] = size + np.arange(free)
+    if n > free and capacity > 0:
+        position = n_seen + np.arange(free, n) + 1
+        draw = rng.integers(0, position)
+        slots[free:] = np.where(draw < capacity, draw, -1)
+    rows = _last_wins(slots)
+    return slots[rows], rows
+
+
 def _last_wins(slots: np.ndarray) -> np.ndarray:
     """Rows that end up stored when rows are written in order into ``slots`` (-1 = dropped)."""
     rows = np.flatnonzero(slots >= 0)[::-1]
@@ -213,6 +233,24 @@ class _Rows:
         if kept is not None:
             self._allocate(kept.X, capacity)
             self.write(np.arange(len(rows)), kept, np.arange(len(rows)))
+
+    def move(self, src: np.ndarray, dst: np.ndarray) -> None:
+        """Keep rows ``src`` only, moved to slots ``dst`` of fresh storage."""
+        if self.X is None:
+            return
+        old = (self.X, self.y, self.weight, self.task)
+        self._allocate(self.X, self.capacity)
+        src_t, dst_t = (torch.from_numpy(i).to(self.X.device) for i in (src, dst))
+        for new, field in zip((self.X, self.y, self.weight, self.task), old, strict=True):
+            new[dst_t] = field[src_t]
+
+    def gather(self, index: np.ndarray, weighted: bool) -> Batch:
+        """Rows ``index`` (copies); ``weight`` only if ``weighted``."""
+        if self.X is None:
+            raise ValueError("the memory is empty")
+        idx = torch.from_numpy(index).to(self.X.device)
+        return Batch(self.X[idx], self.y[idx], self.weight[idx] if weighted else None,
+                     self.task[idx])
 
     def batch(self, weighted: bool | None = None) -> Batch:
         """The filled rows (views); ``weight`` is ``None`` unless a stored sample had one."""
@@ -310,17 +348,10 @@ class ReservoirBuffer(_Buffer):
         return self._rows.size
 
     def _insert(self, batch: Batch, rng: np.random.Generator) -> None:
-        n, size, capacity = batch.y.shape[0], self._rows.size, self.memory_size
-        slots = np.full(n, -1, dtype=np.int64)
-        free = min(capacity - size, n)
-        slots[:free] = size + np.arange(free)
-        if n > free and capacity > 0:
-            position = self.n_seen + np.arange(free, n) + 1
-            draw = rng.integers(0, position)
-            slots[free:] = np.where(draw < capacity, draw, -1)
-        self.n_seen += n
-        rows = _last_wins(slots)
-        self._rows.write(slots[rows], batch, rows)
+        slots, rows = reservoir_slots(batch.n, self._rows.size, self.memory_size, self.n_seen,
+                                      rng)
+        self.n_seen += batch.n
+        self._rows.write(slots, batch, rows)
 
     def resize(self, memory_size: int, rng: np.random.Generator) -> None:
         """Change the capacity; when shrinking, keep a uniform random subset of the samples."""
@@ -413,7 +444,9 @@ class EpisodicMemory(_Buffer):
     each task keeps one sample and the oldest tasks (in order of arrival) are
     forgotten whole: the memory holds the ``memory_size`` most recent tasks,
     so a new task always has samples and GEM's constraints never outnumber
-    ``memory_size``.
+    ``memory_size``. The samples of all tasks live in one block of storage, task
+    after task, so copying the memory (a call's checkpoint) copies a fixed
+    number of tensors however many tasks it remembers.
 
     Parameters
     ----------
@@ -441,56 +474,96 @@ class EpisodicMemory(_Buffer):
     ([2, 3, 4, 5, 6, 7, 8, 9, 10, 11], 10)
     """
 
+    # Columns of ``_slots``, one row per remembered task in order of arrival.
+    _CAPACITY, _SIZE, _SEEN, _WEIGHTED = range(4)
+
     def __init__(self, memory_size: int):
         super().__init__(memory_size)
-        self._tasks: dict[int, ReservoirBuffer] = {}
+        self._rows = _Rows(self.memory_size)
+        self._tasks: list[int] = []
+        self._slots = np.zeros((0, 4), dtype=np.int64)
         self._cache: dict[tuple[int, ...], Batch] = {}
 
     def __len__(self) -> int:
-        return sum(len(buffer) for buffer in self._tasks.values())
+        return int(self._slots[:, self._SIZE].sum())
 
     @property
     def tasks(self) -> list[int]:
         """Task ids with a memory, in order of arrival."""
         return list(self._tasks)
 
+    def _starts(self) -> np.ndarray:
+        capacity = self._slots[:, self._CAPACITY]
+        return np.cumsum(capacity) - capacity
+
     def _insert(self, batch: Batch, rng: np.random.Generator) -> None:
         task_ids = batch.task.cpu().numpy()
         for task in dict.fromkeys(task_ids.tolist()):
             if task not in self._tasks:
-                self._tasks[task] = ReservoirBuffer(0)
-                self._share(rng)
+                self._share(task, rng)
             if task in self._tasks:
-                self._tasks[task]._insert(take(batch, np.flatnonzero(task_ids == task)), rng)
+                k = self._tasks.index(task)
+                part = take(batch, np.flatnonzero(task_ids == task))
+                capacity, size, seen, _ = self._slots[k].tolist()
+                slots, rows = reservoir_slots(part.n, size, capacity, seen, rng)
+                self._rows.write(self._starts()[k] + slots, part, rows)
+                row = self._slots[k]
+                row[self._SEEN] += part.n
+                if rows.size:
+                    row[self._SIZE] = max(size, int(slots.max()) + 1)
+                    row[self._WEIGHTED] |= part.weight is not None
         self._cache.clear()
 
-    def _share(self, rng: np.random.Generator) -> None:
-        """Forget the oldest tasks beyond ``memory_size`` tasks, then share the slots."""
-        for task in list(self._tasks)[:max(len(self._tasks) - self.memory_size, 0)]:
-            del self._tasks[task]
-        if self._tasks:
-            base, extra = divmod(self.memory_size, len(self._tasks))
-            for i, buffer in enumerate(self._tasks.values()):
-                buffer.resize(base + int(i < extra), rng)
+    def _share(self, task: int, rng: np.random.Generator) -> None:
+        """Add ``task``, forget the oldest tasks beyond ``memory_size`` tasks, then share the
+        slots: each task keeps a uniform random subset of its samples, task after task in
+        one block of storage (so a copy of the memory copies four tensors)."""
+        starts = np.append(self._starts(), 0)
+        self._tasks.append(task)
+        slots = np.vstack([self._slots, np.zeros((1, 4), dtype=np.int64)])
+        drop = max(len(self._tasks) - self.memory_size, 0)
+        self._tasks, self._slots, starts = self._tasks[drop:], slots[drop:], starts[drop:]
+        if not self._tasks:
+            return
+        base, extra = divmod(self.memory_size, len(self._tasks))
+        src, dst, start = [], [], 0
+        for k, row in enumerate(self._slots):
+            capacity, size = base + int(k < extra), int(row[self._SIZE])
+            kept = np.arange(size)
+            if capacity < size:
+                kept = np.sort(rng.choice(size, size=capacity, replace=False))
+            src.append(starts[k] + kept)
+            dst.append(start + np.arange(kept.size))
+            # Moved rows carry explicit weights of one, as each task's own buffer did.
+            row[self._WEIGHTED] |= kept.size > 0
+            row[self._CAPACITY], row[self._SIZE], start = capacity, kept.size, start + capacity
+        self._rows.move(np.concatenate(src), np.concatenate(dst))
 
-    def _chosen(self, tasks) -> tuple[int, ...]:
-        chosen = tuple(self._tasks if tasks is None else tasks)
-        return tuple(t for t in chosen if t in self._tasks and len(self._tasks[t]))
+    def _chosen(self, tasks) -> list[int]:
+        """Rows in ``_slots`` of ``tasks`` (default: all) that hold samples, in that order."""
+        chosen = self._tasks if tasks is None else tasks
+        where = {task: k for k, task in enumerate(self._tasks)}
+        return [where[t] for t in chosen if t in where and self._slots[where[t], self._SIZE]]
 
     def segments(self, tasks=None) -> list[tuple[int, int, int]]:
         """``(task, start, stop)`` of each task's rows in :meth:`items` with the same ``tasks``."""
         out, start = [], 0
-        for task in self._chosen(tasks):
-            stop = start + len(self._tasks[task])
-            out.append((task, start, stop))
+        for k in self._chosen(tasks):
+            stop = start + int(self._slots[k, self._SIZE])
+            out.append((self._tasks[k], start, stop))
             start = stop
         return out
 
     def items(self, tasks=None) -> Batch:
         """The samples of ``tasks`` (default: all), task after task."""
-        key = self._chosen(tasks)
+        chosen = self._chosen(tasks)
+        key = tuple(self._tasks[k] for k in chosen)
         if key not in self._cache:
-            self._cache[key] = concat_batches(*(self._tasks[t].items() for t in key))
+            starts = self._starts()
+            index = np.concatenate([starts[k] + np.arange(self._slots[k, self._SIZE])
+                                    for k in chosen] or [np.zeros(0, dtype=np.int64)])
+            weighted = bool(self._slots[chosen, self._WEIGHTED].any())
+            self._cache[key] = self._rows.gather(index, weighted)
         return self._cache[key]
 
     def sample(self, n: int, rng: np.random.Generator, tasks=None) -> Batch:

@@ -199,3 +199,64 @@ def test_a_failed_call_on_a_revisited_task_leaves_its_shared_parts_unchanged(cls
     assert clf.network_.heads["2"] is not head
     assert torch.equal(head.weight, old.weight)
     assert not torch.equal(clf.network_.heads["2"].weight, old.weight)
+
+
+class _CountTensorCopies:
+    """Counts the tensors (parameters included) deep-copied while active."""
+
+    def __init__(self, monkeypatch):
+        self.n = 0
+        for cls in (torch.Tensor, torch.nn.Parameter):
+            monkeypatch.setattr(cls, "__deepcopy__", self._counting(cls.__deepcopy__))
+
+    def _counting(self, original):
+        def counting(tensor, memo):
+            self.n += 1
+            return original(tensor, memo)
+        return counting
+
+
+@pytest.mark.parametrize("cls", [GEMClassifier, AGEMClassifier], ids=lambda c: c.__name__)
+def test_a_call_copies_a_bounded_number_of_memory_tensors(cls, monkeypatch):
+    # memory_size above the number of tasks: every task stays remembered. With one
+    # buffer per task, a call's checkpoint copied four tensors more per task seen.
+    clf = cls(memory_size=100, **TINY)
+    counter = _CountTensorCopies(monkeypatch)
+    copied = []
+    for t, X, y in tiny_tasks():
+        run(clf, [(t, X, y)], epochs=1)
+        counter.n = 0
+        clf.partial_fit(X, y, task_id=t)
+        copied.append(counter.n)
+    assert len(clf.memory_.tasks) == N_TASKS
+    assert copied[-1] == copied[5]
+
+
+class _CountParametersNamed:
+    """Counts the parameters ``named_parameters`` yields while active."""
+
+    def __init__(self, monkeypatch):
+        self.n = 0
+        original = torch.nn.Module.named_parameters
+
+        def counting(module, *args, **kwargs):
+            for item in original(module, *args, **kwargs):
+                self.n += 1
+                yield item
+
+        monkeypatch.setattr(torch.nn.Module, "named_parameters", counting)
+
+
+@pytest.mark.parametrize("cls", [MultiHeadClassifier, EnsembleClassifier],
+                         ids=lambda c: c.__name__)
+def test_a_new_task_names_only_the_parameters_it_trains(cls, monkeypatch):
+    # Each new task makes an optimizer, which names its parameters to carry state later;
+    # naming every task's model made a task's cost grow with the tasks before it.
+    clf = cls(**TINY)
+    counter = _CountParametersNamed(monkeypatch)
+    named = []
+    for t, X, y in tiny_tasks():
+        counter.n = 0
+        run(clf, [(t, X, y)])
+        named.append(counter.n)
+    assert named[-1] == named[5]

@@ -260,3 +260,43 @@ def test_same_seed_same_predictions(cls, stream):
     X = np.vstack([exp.X_test for exp in stream[:3]])
     np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
     assert not np.array_equal(a.predict_proba(X), c.predict_proba(X))
+
+
+def entropies_and_labels(clf, X):
+    """Each task's head's softmax entropy over its classes and its label, per row."""
+    entropies, labels = [], []
+    for task in clf.tasks_seen_:
+        proba = clf.predict_proba(X, task_id=task)
+        p = proba[:, np.isin(clf.classes_, clf.task_classes_[task])]
+        entropies.append(-(p * np.log(p)).sum(axis=1))
+        labels.append(clf.classes_[proba.argmax(axis=1)])
+    return np.array(entropies), np.array(labels)
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
+def test_batch_task_inference_answers_a_call_with_its_least_uncertain_task(cls, stream):
+    clf = fitted(cls, stream[:3], task_inference="batch")
+    for exp in stream[:3]:
+        X = exp.X_test[:30]
+        entropies, labels = entropies_and_labels(clf, X)
+        best = np.argmin(entropies.sum(axis=1))
+        np.testing.assert_array_equal(clf.predict(X), labels[best])
+    # Per sample, rows of one call may take different heads.
+    X = np.vstack([exp.X_test[:20] for exp in stream[:3]])
+    entropies, labels = entropies_and_labels(clf, X)
+    per_sample = clf.set_params(task_inference="sample").predict(X)
+    np.testing.assert_array_equal(per_sample, np.choose(entropies.argmin(axis=0), labels))
+    assert len(np.unique(entropies.argmin(axis=0))) > 1
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
+def test_task_inference_is_checked_at_fit_and_at_predict(cls, stream):
+    exp = stream[0]
+    with pytest.raises(ValueError, match="task_inference"):
+        cls(task_inference="row", **SMALL).partial_fit(exp.X_train, exp.y_train)
+    clf = fitted(cls, stream[:2]).set_params(task_inference="row")
+    with pytest.raises(ValueError, match="task_inference must be one of"):
+        clf.predict(exp.X_test)
+    with pytest.raises(ValueError, match="task_inference must be one of"):
+        clf.predict(exp.X_test, task_id=0)
+    assert clf.set_params(task_inference="sample").predict(exp.X_test).shape == (len(exp.X_test),)

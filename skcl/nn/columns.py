@@ -28,6 +28,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from skcl.nn.core import IncrementalLinear, make_mlp, seeded
+from skcl.nn.inference import check_task_inference, min_entropy_heads
 
 __all__ = ["ColumnNetwork"]
 
@@ -52,9 +53,10 @@ class ColumnNetwork(nn.Module):
     ``forward(x, task)`` runs each sample through its task's column and head
     and returns logits over all units, ``-inf`` for units of other tasks (as
     :class:`~skcl.nn.TaskHeads`). With ``task=None`` the task is inferred per
-    sample: every task's head answers and the task whose softmax over its own
-    units has the lowest entropy (the most confident head) is taken; the
-    other tasks' units score ``-inf``.
+    sample or per call (``task_inference``): every task's head answers and the
+    task whose softmax over its own units has the lowest entropy (the most
+    confident head, :func:`~skcl.nn.min_entropy_heads`) is taken; the other
+    tasks' units score ``-inf``.
 
     Parameters
     ----------
@@ -72,6 +74,9 @@ class ColumnNetwork(nn.Module):
         the active column).
     n_columns : int, default=2
         Number of columns when ``per_task_columns`` is false.
+    task_inference : {'sample', 'batch'}, default='sample'
+        Granularity of the task inference without task ids (:mod:`skcl.nn.inference`);
+        an attribute, which may be set on a copy that predicts.
 
     Attributes
     ----------
@@ -95,8 +100,10 @@ class ColumnNetwork(nn.Module):
 
     def __init__(self, n_features: int, hidden_layer_sizes: Sequence[int],
                  linear: Callable[[int, int], nn.Module] = nn.Linear,
-                 per_task_columns: bool = True, n_columns: int = 2):
+                 per_task_columns: bool = True, n_columns: int = 2,
+                 task_inference: str = "sample"):
         super().__init__()
+        self.task_inference = check_task_inference(task_inference)
         self.n_features = n_features
         self.sizes = [int(s) for s in hidden_layer_sizes]
         self.linear = linear
@@ -249,25 +256,17 @@ class ColumnNetwork(nn.Module):
         return out
 
     def _inferred(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """Every head answers; each sample keeps the head of lowest softmax entropy."""
+        """Every head answers; the most confident one is kept, per sample or per batch
+        (:func:`~skcl.nn.min_entropy_heads` at ``task_inference``)."""
         if not self.task_column:
             return out
-        tasks = list(self.task_column)
         hidden = self.hidden(x, max(self.task_column.values()))
-        entropies, logits = [], []
-        for t in tasks:
-            column = self.task_column[t]
-            z = self.columns[column].heads[str(t)](torch.cat(hidden[:column + 1], dim=1))
-            log_p = F.log_softmax(z, dim=1)
-            entropies.append(-(log_p.exp() * log_p).sum(dim=1))
-            logits.append(z)
-        chosen = torch.stack(entropies, dim=1).argmin(dim=1)
-        for i, t in enumerate(tasks):
+        answers = []
+        for t, column in self.task_column.items():
             units = torch.nonzero(self.unit_task == t).flatten()
-            keep = (chosen == i).unsqueeze(1)
-            out = out.index_copy(1, units, torch.where(keep, logits[i], out[:, units]))
-        return out
-
+            logits = self.columns[column].heads[str(t)](torch.cat(hidden[:column + 1], dim=1))
+            answers.append(out.index_copy(1, units, logits))
+        return min_entropy_heads(torch.stack(answers), self.task_inference)
 
 def _groups(task, n_rows: int, known: dict[int, int]):
     """``(task, rows)`` pairs of the known tasks in ``task`` (rows ``None``: all)."""

@@ -14,7 +14,7 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 from torch.nn import functional as F
 
@@ -24,6 +24,7 @@ from skcl.components import QuadraticPenalty, stiffness_limit, sum_terms
 from skcl.kernels import fisher_diagonal
 from skcl.memory import SampleStore, batch_digest
 from skcl.nn import ColumnNetwork
+from skcl.nn.inference import TASK_INFERENCE, check_task_inference
 from skcl.strategies.importance import TaskSample, network_importance
 
 
@@ -32,6 +33,10 @@ class _Columns(ContinualClassifier):
     estimator's widths (the layer factory's MLP; a backbone is refused)."""
 
     _task_specific_units = True
+    _parameter_constraints: dict = {
+        **ContinualClassifier._parameter_constraints,
+        "task_inference": [StrOptions(set(TASK_INFERENCE))],
+    }
 
     def _column_network(self, **kwargs) -> ColumnNetwork:
         # _make_trunk checks hidden_layer_sizes and refuses a backbone with a clear error.
@@ -42,6 +47,18 @@ class _Columns(ContinualClassifier):
     def parameter_counts_(self) -> dict[str, int]:
         """Parameters of the columns' own layers and heads, and of the lateral adapters."""
         return self.network_.parameter_counts()
+
+    def _inferring(self, network: ColumnNetwork) -> ColumnNetwork:
+        """``network`` (a copy that predicts) set to infer tasks at ``task_inference``,
+        checked here too as it can be set after fitting."""
+        network.task_inference = check_task_inference(self.task_inference)
+        return network
+
+    def _scoring_key(self) -> tuple:
+        return (super()._scoring_key(), self.task_inference)
+
+    def _scoring_network(self) -> nn.Module:
+        return self._inferring(super()._scoring_network())
 
 
 class ProgressiveClassifier(_Columns):
@@ -65,14 +82,27 @@ class ProgressiveClassifier(_Columns):
     task's predictions change.
 
     With ``task_id`` at predict time, the task's column and head answer
-    (task-incremental). Without it (class-incremental), the task is inferred
-    per sample: every task's head answers, and the head whose softmax over its
-    own classes has the lowest entropy (the most confident one) gives the
-    prediction.
+    (task-incremental). Without it (class-incremental), the task is inferred,
+    per sample or per call (``task_inference``): every task's head answers,
+    and the head whose softmax over its own classes has the lowest entropy
+    (the most confident one) gives the prediction.
 
-    Parameters are those of :class:`~skcl.base.ContinualClassifier`;
-    ``hidden_layer_sizes`` are each column's widths and ``backbone`` is not
-    supported (columns are built from the MLP layers).
+    Parameters
+    ----------
+    task_inference : {'sample', 'batch'}, default='sample'
+        How the task is inferred when predicting without ``task_id``
+        (:mod:`skcl.nn.inference`): ``'sample'``, each row by its own most
+        confident head; ``'batch'``, the head of lowest total entropy over the
+        call answers for every row. ``'batch'`` assumes that every predict call
+        holds one task's samples only (a call is scored in chunks of 8192 rows,
+        each chunk picking one task); with rows of several tasks in a call it
+        answers most of them with the wrong task's head.
+    hidden_layer_sizes, optimizer, learning_rate, momentum, batch_size, max_epochs, \
+device, random_state, verbose, distributed
+        As in :class:`~skcl.base.ContinualClassifier` (``hidden_layer_sizes``
+        are each column's widths).
+    backbone : None
+        Not supported (columns are built from the MLP layers).
 
     Attributes
     ----------
@@ -92,7 +122,20 @@ class ProgressiveClassifier(_Columns):
     ...     clf = clf.partial_fit(exp.X_train, exp.y_train, task_id=exp.task_id)
     >>> len(clf.network_.columns), clf.score(stream[0].X_test, stream[0].y_test, task_id=0) > 0.9
     (5, True)
+    >>> one_task = clf.set_params(task_inference="batch").predict(stream[3].X_test)
+    >>> sorted(set(one_task.tolist()))  # every row answered by task 3's head
+    [6, 7]
     """
+
+    def __init__(self, task_inference: str = "sample", hidden_layer_sizes=(256, 256),
+                 backbone=None, optimizer="sgd", learning_rate=0.05, momentum=0.9,
+                 batch_size=32, max_epochs=5, device="auto", random_state=None, verbose=0,
+                 distributed="auto"):
+        super().__init__(hidden_layer_sizes=hidden_layer_sizes, backbone=backbone,
+                         optimizer=optimizer, learning_rate=learning_rate, momentum=momentum,
+                         batch_size=batch_size, max_epochs=max_epochs, device=device,
+                         random_state=random_state, verbose=verbose, distributed=distributed)
+        self.task_inference = task_inference
 
     def _make_network(self) -> nn.Module:
         return self._column_network(per_task_columns=True)
@@ -174,8 +217,8 @@ class ProgressCompressClassifier(_Columns):
     task. The task's samples are kept until its compress phase, then dropped.
 
     Predictions read the knowledge base (the task's head with ``task_id``;
-    without it, the head of lowest softmax entropy, as in
-    :class:`ProgressiveClassifier`). While a task is open, predictions
+    without it, the head of lowest softmax entropy, per sample or per call,
+    as in :class:`ProgressiveClassifier`). While a task is open, predictions
     compress a copy (with the seed the task's compression will use), so they
     equal those after :meth:`end_task`; the copy is cached until the next
     training call.
@@ -201,6 +244,14 @@ class ProgressCompressClassifier(_Columns):
     clip_stiffness : bool, default=True
         Clip each penalty curvature :math:`\lambda F^*_i` to :math:`(1 + \mu) / \eta`
         under SGD (see :class:`~skcl.components.QuadraticPenalty`).
+    task_inference : {'sample', 'batch'}, default='sample'
+        How the task is inferred when predicting without ``task_id``
+        (:mod:`skcl.nn.inference`): ``'sample'``, each row by its own most
+        confident head; ``'batch'``, the head of lowest total entropy over the
+        call answers for every row. ``'batch'`` assumes that every predict call
+        holds one task's samples only (a call is scored in chunks of 8192 rows,
+        each chunk picking one task); with rows of several tasks in a call it
+        answers most of them with the wrong task's head.
     hidden_layer_sizes, optimizer, learning_rate, momentum, batch_size, max_epochs, \
 device, random_state, verbose
         As in :class:`~skcl.base.ContinualClassifier` (``hidden_layer_sizes``
@@ -234,7 +285,7 @@ device, random_state, verbose
     KNOWLEDGE_BASE, ACTIVE = 0, 1
 
     _parameter_constraints: dict = {
-        **ContinualClassifier._parameter_constraints,
+        **_Columns._parameter_constraints,
         "ewc_lambda": [Interval(Real, 0, None, closed="left")],
         "gamma": [Interval(Real, 0, 1, closed="both")],
         "compress_epochs": [Interval(Integral, 1, None, closed="left")],
@@ -249,6 +300,7 @@ device, random_state, verbose
         compress_epochs: int = 5,
         fisher_samples: int = 500,
         clip_stiffness: bool = True,
+        task_inference: str = "sample",
         hidden_layer_sizes: tuple[int, ...] = (256, 256),
         backbone: Callable[[int], nn.Module] | None = None,
         optimizer: str = "sgd",
@@ -259,7 +311,7 @@ device, random_state, verbose
         device: str = "auto",
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
-    distributed: str = "auto",
+        distributed: str = "auto",
     ) -> None:
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, backbone=backbone, optimizer=optimizer,
@@ -272,6 +324,7 @@ device, random_state, verbose
         self.compress_epochs = compress_epochs
         self.fisher_samples = fisher_samples
         self.clip_stiffness = clip_stiffness
+        self.task_inference = task_inference
 
     @classmethod
     def _unit_test_params(cls) -> dict:
@@ -333,7 +386,7 @@ device, random_state, verbose
         if self.current_task_ is not None and len(self._task_data_):
             network = copy.deepcopy(self.network_)
             self._compress(network, self.current_task_)
-            return float64_copy(network)
+            return self._inferring(float64_copy(network))
         return super()._scoring_network()
 
     # ------------------------------------------------------------------ compress

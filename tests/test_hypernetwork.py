@@ -1,5 +1,6 @@
 """Continual learning with hypernetworks (von Oswald et al., ICLR 2020)."""
 
+import io
 import pickle
 
 import numpy as np
@@ -42,22 +43,57 @@ def test_old_tasks_generated_weights_drift_less_than_the_bound(permuted):
     for beta in (0.01, 0.0):
         clf = train(HyperNetworkClassifier(beta=beta, **FAST), permuted, 1)
         clf.end_task()
-        reference = clf.targets_[0].clone()
+        with torch.no_grad():
+            reference = clf.network_.generate([0])[0]
         train(clf, permuted[1:], 3)
         drifts[beta] = relative_drift(clf, 0, reference)
     assert drifts[0.01] < 0.10
     assert drifts[0.0] > 5 * drifts[0.01]
 
 
-def test_the_regulariser_is_beta_times_the_mean_squared_distance(permuted):
-    clf = train(HyperNetworkClassifier(beta=0.5, **FAST), permuted, 3, epochs=1)
-    targets = {t: v + 0.1 * (t + 1) for t, v in clf.targets_.items()}
-    clf.targets_ = targets
-    clf._before_task(2)
+def test_the_regulariser_is_beta_times_the_mean_squared_distance_to_the_last_task_end(
+        permuted):
+    clf = train(HyperNetworkClassifier(beta=0.5, **FAST), permuted, 2, epochs=1)
+    clf.end_task()
     with torch.no_grad():
-        expected = 0.5 * np.mean([float((clf.network_.generate([t])[0] - targets[t])
-                                        .square().sum()) for t in (0, 1)])
+        targets = clf.network_.generate([0, 1])  # h*(e_k): as task 1 ended
+    train(clf, permuted[2:], 1, epochs=2)
+    with torch.no_grad():
+        now = clf.network_.generate([0, 1])
+        expected = 0.5 * float((now - targets).square().sum(dim=1).mean())
+    assert expected > 1e-3  # the weights moved, so the targets are not simply today's
     assert np.isclose(float(clf._penalty().detach()), expected, rtol=1e-5)
+
+
+def test_the_state_grows_by_an_embedding_and_a_head_per_task_only(permuted):
+    """No per-task snapshot of generated weights: every tensor that pickling writes,
+    besides the embeddings, the heads and the unit bookkeeping, has the same size after 3
+    and after 9 tasks (storage bytes as pickled, so a view of a larger tensor counts whole)."""
+
+    def pickled_bytes(clf):
+        net, units = clf.network_, clf.output_units_
+        grows = {t.data_ptr() for t in [*net.embeddings.values(), *net.heads.parameters(),
+                                        net.unit_task, units.unit_class, units.class_unit]
+                 if t is not None}
+        sizes = []
+
+        class Pickler(pickle.Pickler):
+            def persistent_id(self, obj):
+                if isinstance(obj, torch.Tensor) and obj.data_ptr() not in grows:
+                    sizes.append(obj.untyped_storage().nbytes())
+                return None
+
+        Pickler(io.BytesIO()).dump(clf)
+        return sum(sizes)
+
+    clf = HyperNetworkClassifier(**FAST)
+    sizes = []
+    for n_tasks in (3, 9):
+        for exp in permuted[len(clf.tasks_seen_) if sizes else 0:n_tasks]:
+            clf.partial_fit(exp.X_train[:64], exp.y_train[:64], task_id=exp.task_id)
+        clf.end_task()
+        sizes.append(pickled_bytes(clf))
+    assert sizes[0] > 0 and sizes[0] == sizes[1]
 
 
 def test_only_the_hypernetwork_the_open_tasks_embedding_and_head_train(permuted):
@@ -91,6 +127,38 @@ def test_task_inference_picks_the_task_whose_head_is_least_uncertain():
         torch.testing.assert_close(scores[rows][:, units], scorer(x[rows], task)[:, units])
         assert bool(torch.isinf(scores[rows][:, ~units]).all())
     assert len(set(chosen.tolist())) > 1  # the test can fail: more than one task answers
+
+
+def test_batch_task_inference_picks_one_task_per_call_and_can_pick_the_wrong_one(permuted):
+    clf = train(HyperNetworkClassifier(learning_rate=0.01, **FAST), permuted, 3)
+    unit_task = clf.network_.unit_task.numpy()
+
+    def answering_tasks(X):
+        """The task whose units score finite, per row."""
+        finite = np.isfinite(clf.decision_function(X))
+        return np.array([unit_task[np.flatnonzero(row)[0]] for row in finite])
+
+    def total_entropy(X, task):
+        p = torch.softmax(torch.as_tensor(clf.decision_function(X, task_id=task)), dim=1)
+        return float(torch.special.entr(p).sum())
+
+    clf.set_params(task_inference="batch")
+    for exp in permuted[:3]:
+        chosen = answering_tasks(exp.X_test)
+        assert len(set(chosen)) == 1  # one task for the whole call: the least uncertain
+        assert chosen[0] == np.argmin([total_entropy(exp.X_test, t) for t in range(3)])
+    # A call that mixes two tasks' rows still gets one task: wrong for half of them.
+    mixed = np.vstack([permuted[0].X_test[:40], permuted[2].X_test[:40]])
+    assert (answering_tasks(mixed) != np.repeat([0, 2], 40)).sum() >= 40
+
+
+def test_task_inference_is_validated(permuted):
+    with pytest.raises(ValueError, match="task_inference"):
+        train(HyperNetworkClassifier(task_inference="task", **FAST), permuted, 1, epochs=1)
+    clf = train(HyperNetworkClassifier(**FAST), permuted, 1, epochs=1)
+    clf.task_inference = "per-row"  # set after fitting: predict checks it
+    with pytest.raises(ValueError, match="task_inference must be one of"):
+        clf.predict(permuted[0].X_test)
 
 
 def test_same_seed_same_predictions_and_pickling_mid_task(permuted):

@@ -29,6 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from skcl.nn.core import IncrementalLinear, make_mlp, output_width
+from skcl.nn.inference import check_task_inference, least, softmax_entropy
 
 
 class HyperNetwork(nn.Module):
@@ -139,9 +140,11 @@ class HyperMLP(nn.Module):
         new = torch.full((n_new,), task, dtype=torch.long, device=device)
         self.unit_task = torch.cat([self.unit_task, new])
 
-    def generate(self, tasks: Sequence[int]) -> torch.Tensor:
-        """Flat trunk weights the hypernetwork generates per task: (k, n_target_weights)."""
-        return self.hnet(torch.stack([self.embeddings[str(t)] for t in tasks]))
+    def generate(self, tasks: Sequence[int], hnet: HyperNetwork | None = None) -> torch.Tensor:
+        """Flat trunk weights generated per task from its embedding, (k, n_target_weights),
+        by ``hnet`` (a frozen copy of :attr:`hnet`, say) or by :attr:`hnet` itself."""
+        return (self.hnet if hnet is None else hnet)(
+            torch.stack([self.embeddings[str(t)] for t in tasks]))
 
     def target_weights(self, flat: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """One task's flat generated vector cut into ``(weight, bias)`` per trunk layer."""
@@ -190,19 +193,24 @@ class HyperMLP(nn.Module):
 
 class GeneratedNetworks(nn.Module):
     r"""Every task's network of a :class:`HyperMLP` with its weights generated once, for
-    predictions; with no task given, each sample's task is inferred.
+    predictions; with no task given, the task is inferred.
 
     Task inference by predictive entropy (von Oswald et al., 2020, Sec. 3,
-    "HNET+ENT"): every task's network scores the sample, and the task whose
+    "HNET+ENT"): every task's network scores the input, and the task whose
     head's softmax has the lowest entropy
-    :math:`H_t(x) = -\sum_c p_{t,c}(x) \log p_{t,c}(x)` answers; the other
-    tasks' units score ``-inf``.
+    :math:`H_t(x) = -\sum_c p_{t,c}(x) \log p_{t,c}(x)` answers
+    (:func:`~skcl.nn.softmax_entropy`); the other tasks' units score ``-inf``.
+    ``per='sample'`` infers a task per row, ``per='batch'`` one task for all
+    the rows of a call, the lowest total entropy (:func:`~skcl.nn.least`;
+    the authors evaluate one task's test batch at a time).
 
     Parameters
     ----------
     network : HyperMLP
         Its hypernetwork generates the weights once, here; the module keeps
         ``network`` (no copy: pass one that nothing else trains).
+    per : {'sample', 'batch'}, default='sample'
+        Granularity of task inference (:mod:`skcl.nn.inference`).
 
     Examples
     --------
@@ -214,11 +222,14 @@ class GeneratedNetworks(nn.Module):
     >>> scores = GeneratedNetworks(net)(torch.randn(5, 4))
     >>> torch.isinf(scores).sum(dim=1).tolist()
     [2, 2, 2, 2, 2]
+    >>> batch = GeneratedNetworks(net, per="batch")(torch.randn(5, 4))
+    >>> len({tuple(row) for row in torch.isinf(batch).tolist()})
+    1
     """
 
-    def __init__(self, network: HyperMLP):
+    def __init__(self, network: HyperMLP, per: str = "sample"):
         super().__init__()
-        self.network = network
+        self.network, self.per = network, check_task_inference(per)
         tasks = network.tasks
         with torch.no_grad():
             flats = network.generate(tasks) if tasks else []
@@ -230,9 +241,7 @@ class GeneratedNetworks(nn.Module):
             return net(x, task, generated=self.generated)
         logits = [net.heads[str(t)](net.features(x, t, flat)) for t, flat in
                   self.generated.items()]
-        entropy = torch.stack([-(F.softmax(z, dim=1) * F.log_softmax(z, dim=1)).sum(dim=1)
-                               for z in logits], dim=1)
-        chosen = entropy.argmin(dim=1)
+        chosen = least(torch.stack([softmax_entropy(z) for z in logits]), self.per)
         out = x.new_full((x.shape[0], net.n_units), float("-inf"))
         for i, (t, z) in enumerate(zip(self.generated, logits, strict=True)):
             rows = torch.nonzero(chosen == i).flatten()

@@ -2,17 +2,24 @@ r"""Task-conditioned hypernetworks: one network of weights per task, generated, 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
 from skcl._guard import float64_copy
 from skcl.base import Batch, ContinualClassifier, Step
-from skcl.nn import GeneratedNetworks, HyperMLP
+from skcl.nn import (
+    TASK_INFERENCE,
+    GeneratedNetworks,
+    HyperMLP,
+    HyperNetwork,
+    check_task_inference,
+)
 
 
 class HyperNetworkClassifier(ContinualClassifier):
@@ -29,9 +36,13 @@ class HyperNetworkClassifier(ContinualClassifier):
     .. math:: \mathcal L_{task}(\theta, e_T) + \frac{\beta}{|\mathcal K|}
               \sum_{k \in \mathcal K} \lVert h(e_k, \theta) - h^*_k \rVert^2 ,
 
-    :math:`h^*_k` the weights generated for each earlier task :math:`k` when
-    the last task ended (a detached snapshot) and :math:`\mathcal K` the
-    earlier tasks; their embeddings are not trained any more. The mean over
+    :math:`h^*_k = h(e_k, \theta^*)` the weights generated for each earlier
+    task :math:`k` when the last task ended and :math:`\mathcal K` the
+    earlier tasks; their embeddings are not trained any more. The targets are
+    not stored: a frozen copy :math:`\theta^*` of the hypernetwork, taken when
+    a task ends (:attr:`previous_hnet_`), regenerates them from the old
+    embeddings at each step, so the state grows by an embedding and a head
+    per task, not by a set of target weights. The mean over
     :math:`\mathcal K` follows the authors' code (hypnettorch's
     ``calc_fix_target_reg``); their look-ahead variant is not used.
 
@@ -44,14 +55,21 @@ class HyperNetworkClassifier(ContinualClassifier):
     never forgets.
 
     Prediction with a task id runs that task's network. Without one
-    (class-incremental), the task is inferred per sample by predictive
-    entropy, the paper's HNET+ENT: every task's network scores the sample and
-    the one with the lowest entropy of its head's softmax answers
-    (:class:`~skcl.nn.GeneratedNetworks`; the weights are generated once per
-    trained state, not per prediction).
+    (class-incremental), the task is inferred by predictive entropy, the
+    paper's HNET+ENT: every task's network scores the input and the one with
+    the lowest entropy of its head's softmax answers
+    (:class:`~skcl.nn.GeneratedNetworks`, :mod:`skcl.nn.inference`; the
+    weights are generated once per trained state, not per prediction). By
+    default each sample picks its task; ``task_inference='batch'`` takes the
+    rows of one predict call to be one task's and lets the lowest total
+    entropy pick it for all of them, as the authors evaluate a task's test
+    set (use it only where every call holds a single task's samples).
 
     Parameters
     ----------
+    task_inference : {'sample', 'batch'}, default='sample'
+        Task inference without a task id: per sample, or one task per predict
+        call (:mod:`skcl.nn.inference`).
     beta : float, default=0.01
         :math:`\beta`, the output regulariser's strength: 0.01, the value of
         the authors' split and permuted MNIST experiments.
@@ -82,8 +100,9 @@ class HyperNetworkClassifier(ContinualClassifier):
     ----------
     network_ : HyperMLP
         Hypernetwork, task embeddings and per-task heads.
-    targets_ : dict of int to Tensor
-        :math:`h^*_k`, the flat weights generated for each task when the last task ended.
+    previous_hnet_ : HyperNetwork or None
+        :math:`h(\cdot, \theta^*)`, a frozen copy of the hypernetwork as the last
+        task ended (``None`` before): it generates the regulariser's targets.
 
     Examples
     --------
@@ -93,7 +112,7 @@ class HyperNetworkClassifier(ContinualClassifier):
     >>> clf = HyperNetworkClassifier(hidden_layer_sizes=(32,), random_state=0)
     >>> for exp in stream[:3]:
     ...     clf = clf.partial_fit(exp.X_train, exp.y_train, task_id=exp.task_id)
-    >>> sorted(clf.targets_)
+    >>> clf.regularized_tasks_
     [0, 1]
     >>> clf.predict(stream[0].X_test[:4], task_id=0).shape
     (4,)
@@ -101,6 +120,7 @@ class HyperNetworkClassifier(ContinualClassifier):
 
     _parameter_constraints: dict = {
         **ContinualClassifier._parameter_constraints,
+        "task_inference": [StrOptions(set(TASK_INFERENCE))],
         "beta": [Interval(Real, 0, None, closed="left")],
         "embedding_dim": [Interval(Integral, 1, None, closed="left")],
         "hyper_hidden_sizes": ["array-like"],
@@ -111,6 +131,7 @@ class HyperNetworkClassifier(ContinualClassifier):
 
     def __init__(
         self,
+        task_inference: str = "sample",
         beta: float = 0.01,
         embedding_dim: int = 32,
         hyper_hidden_sizes: tuple[int, ...] = (50, 50),
@@ -134,6 +155,7 @@ class HyperNetworkClassifier(ContinualClassifier):
             max_epochs=max_epochs, device=device, random_state=random_state, verbose=verbose,
             distributed=distributed,
         )
+        self.task_inference = task_inference
         self.beta = beta
         self.embedding_dim = embedding_dim
         self.hyper_hidden_sizes = hyper_hidden_sizes
@@ -161,13 +183,13 @@ class HyperNetworkClassifier(ContinualClassifier):
 
     def _initialize(self) -> None:
         super()._initialize()
-        self.targets_: dict[int, torch.Tensor] = {}
-        self._target_stack_: tuple[list[int], torch.Tensor] | None = None
+        self.previous_hnet_: HyperNetwork | None = None
+        self.regularized_tasks_: list[int] = []
+        self._old_tasks_: list[int] = []
 
     def _before_task(self, task: int) -> None:
         super()._before_task(task)
-        old = [t for t in self.targets_ if t != task]
-        self._target_stack_ = (old, torch.stack([self.targets_[t] for t in old])) if old else None
+        self._old_tasks_ = [t for t in self.regularized_tasks_ if t != task]
 
     def _trainable_parameters(self):
         """The hypernetwork, the open task's embedding and its head."""
@@ -186,17 +208,26 @@ class HyperNetworkClassifier(ContinualClassifier):
 
     def _penalty(self) -> torch.Tensor | None:
         penalty = super()._penalty()
-        if self._target_stack_ is None or self.beta == 0:
+        if not self._old_tasks_ or self.beta == 0:
             return penalty
-        tasks, targets = self._target_stack_
-        drift = (self.network_.generate(tasks) - targets).square().sum(dim=1).mean()
+        net, tasks = self.network_, self._old_tasks_
+        with torch.no_grad():
+            targets = net.generate(tasks, hnet=self.previous_hnet_)
+        drift = (net.generate(tasks) - targets).square().sum(dim=1).mean()
         return self.beta * drift if penalty is None else penalty + self.beta * drift
 
     def _after_task(self, task: int) -> None:
         super()._after_task(task)
-        tasks = self.network_.tasks
-        with torch.no_grad():
-            self.targets_ = dict(zip(tasks, self.network_.generate(tasks).detach(), strict=True))
+        self.previous_hnet_ = copy.deepcopy(self.network_.hnet).requires_grad_(False)
+        self.regularized_tasks_ = self.network_.tasks
+
+    def _shared_with_checkpoint(self):
+        """The frozen hypernetwork: a call replaces it, never changes it."""
+        return () if getattr(self, "previous_hnet_", None) is None else (self.previous_hnet_,)
+
+    def _scoring_key(self) -> tuple:
+        return (super()._scoring_key(), self.task_inference)
 
     def _scoring_network(self) -> nn.Module:
-        return GeneratedNetworks(float64_copy(self.network_))
+        return GeneratedNetworks(float64_copy(self.network_),
+                                 check_task_inference(self.task_inference))

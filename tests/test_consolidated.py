@@ -69,7 +69,7 @@ def test_consolidation_follows_the_cwr_star_update(stream):
 
 
 def test_lower_layers_frozen_after_the_first_task(stream):
-    clf = train(CWRStarClassifier(**SMALL), stream[:1])
+    clf = train(CWRStarClassifier(**{**SMALL, "lower_lr_factor": 0.0}), stream[:1])
     after_first = trunk(clf)
     train(clf, stream[1:3])
     for name, value in trunk(clf).items():
@@ -152,3 +152,15 @@ def test_same_seed_same_predictions(cls, stream):
     X = np.vstack([exp.X_test for exp in stream[:3]])
     np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
     assert not np.array_equal(a.predict_proba(X), c.predict_proba(X))
+
+
+def test_ar1_default_lower_rate_is_0_3_and_ar1_star_freezes_below_the_latent_layer(stream):
+    X = np.vstack([exp.X_test for exp in stream[:3]])
+    default = train(AR1Classifier(**SMALL), stream[:3])
+    explicit = train(AR1Classifier(lower_lr_factor=0.3, **SMALL), stream[:3])
+    np.testing.assert_array_equal(default.predict_proba(X), explicit.predict_proba(X))
+    star = train(AR1Classifier(latent_replay=True, memory_size=40, **SMALL), stream[:1])
+    lower = {n: p.detach().clone() for n, p in star.network_.trunk.lower.named_parameters()}
+    train(star, stream[1:3])
+    for name, value in star.network_.trunk.lower.named_parameters():
+        assert torch.equal(value, lower[name]), name

@@ -342,10 +342,19 @@ class SupermaskLinear(ScoreMaskLinear):
         return scores.abs()
 
     def select(self, ranked: torch.Tensor) -> torch.Tensor:
+        """The top-:math:`k` mask of ``ranked``: the entries above its
+        :math:`(n - k)`-th smallest value (a selection, not a sort). Only when
+        values tie at that boundary does a ``topk`` choose among them.
+        """
         flat = ranked.flatten()
-        keep = max(1, round(self.density * flat.numel())) if flat.numel() else 0
-        mask = torch.zeros_like(flat, dtype=torch.bool)
-        mask[flat.topk(keep).indices] = True
+        n = flat.numel()
+        keep = max(1, round(self.density * n)) if n else 0
+        if keep == n:
+            return torch.ones_like(ranked, dtype=torch.bool)
+        mask = flat > flat.kthvalue(n - keep).values
+        if int(mask.sum()) != keep:
+            mask = torch.zeros_like(flat, dtype=torch.bool)
+            mask[flat.topk(keep).indices] = True
         return mask.view_as(ranked)
 
     def grow(self, n_new: int, seed: int) -> None:

@@ -32,7 +32,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from skcl.nn.core import TaskHeads
-from skcl.nn.inference import min_entropy_heads
+from skcl.nn.inference import check_task_inference, min_entropy_heads
 
 __all__ = ["GateContext", "GatedHeads", "GatedLinear"]
 
@@ -117,7 +117,7 @@ class GatedHeads(TaskHeads):
     ``forward(x, task)`` takes a task id, one per sample, a :class:`GateContext`
     (training passes the annealed slope this way), or ``None``: then every task
     answers with its own gates and head and :func:`min_entropy_heads` picks one per
-    sample. Plain ids are gated at ``s_max``.
+    sample or one for the batch (``task_inference``). Plain ids are gated at ``s_max``.
 
     Parameters
     ----------
@@ -127,11 +127,15 @@ class GatedHeads(TaskHeads):
     n_features : int
     s_max : float
         The slope of predictions.
+    task_inference : {'sample', 'batch'}, default='sample'
+        Without a task: one head per sample, or one for all the rows of a call.
     """
 
-    def __init__(self, make_trunk: Callable[[], nn.Module], n_features: int, s_max: float):
+    def __init__(self, make_trunk: Callable[[], nn.Module], n_features: int, s_max: float,
+                 task_inference: str = "sample"):
         super().__init__(make_trunk, n_features, shared_trunk=True)
         self.s_max = float(s_max)
+        self.task_inference = check_task_inference(task_inference)
 
     @property
     def gated_layers(self) -> list[GatedLinear]:
@@ -163,7 +167,7 @@ class GatedHeads(TaskHeads):
             return super().forward(x, None)
         each = super().forward
         return min_entropy_heads(torch.stack([each(x, GateContext(t, self.s_max))
-                                              for t in tasks]))
+                                              for t in tasks]), self.task_inference)
 
     def _tasks_to_run(self, task, *rest):
         return super()._tasks_to_run(task.task if isinstance(task, GateContext) else task,

@@ -39,7 +39,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from skcl.nn.core import IncrementalLinear, TaskHeads
-from skcl.nn.inference import min_entropy_heads
+from skcl.nn.inference import check_task_inference, min_entropy_heads
 from skcl.nn.masked import ScoreMaskLinear, task_groups
 
 __all__ = ["FREE", "PickHeads", "PickLinear", "PrefixLinear"]
@@ -208,8 +208,8 @@ class PickHeads(TaskHeads):
     """A trunk of :class:`PickLinear` layers under one head per task (CPG's network).
 
     ``forward(x, None)`` (no task id) runs every task with its own masks and
-    head and answers with the most confident head per sample
-    (:func:`~skcl.nn.min_entropy_heads`).
+    head and answers with the most confident head per sample, or for all the
+    rows of the call (``task_inference``; :func:`~skcl.nn.min_entropy_heads`).
 
     Parameters
     ----------
@@ -217,10 +217,13 @@ class PickHeads(TaskHeads):
         Zero-argument factory of a :class:`~skcl.nn.TaskSequential` of
         :class:`PickLinear` layers and activations.
     n_features : int
+    task_inference : {'sample', 'batch'}, default='sample'
     """
 
-    def __init__(self, make_trunk: Callable[[], nn.Module], n_features: int):
+    def __init__(self, make_trunk: Callable[[], nn.Module], n_features: int,
+                 task_inference: str = "sample"):
         super().__init__(make_trunk, n_features, shared_trunk=True)
+        self.task_inference = check_task_inference(task_inference)
 
     @property
     def pick_layers(self) -> list[PickLinear]:
@@ -262,4 +265,5 @@ class PickHeads(TaskHeads):
         if task is not None or not self.heads:
             return super().forward(x, task)
         each = super().forward
-        return min_entropy_heads(torch.stack([each(x, int(t)) for t in self.heads.keys()]))
+        return min_entropy_heads(torch.stack([each(x, int(t)) for t in self.heads.keys()]),
+                                 self.task_inference)

@@ -23,9 +23,10 @@ from skcl.components import sum_terms
 from skcl.memory import SampleStore
 from skcl.nn import GateContext, GatedHeads, GatedLinear, make_trunk
 from skcl.nn.picking import PickHeads, PickLinear
+from skcl.strategies.masks._common import InfersTasks
 
 
-class HATClassifier(ContinualClassifier):
+class HATClassifier(InfersTasks, ContinualClassifier):
     r"""Hard attention to the task (Serra et al., ICML 2018, "Overcoming catastrophic
     forgetting with hard attention to the task").
 
@@ -74,8 +75,9 @@ class HATClassifier(ContinualClassifier):
     :math:`1 - a` moves at full speed. No weight decay is applied.
 
     Class-incremental predictions (no ``task_id``): every task's gates and head
-    answer, and each sample takes the answer of the head whose softmax has the
-    lowest entropy (:func:`~skcl.nn.min_entropy_heads`).
+    answer, and each sample (or, with ``task_inference='batch'``, the whole
+    call) takes the answer of the head whose softmax has the lowest entropy
+    (:func:`~skcl.nn.min_entropy_heads`).
 
     Parameters
     ----------
@@ -90,6 +92,14 @@ class HATClassifier(ContinualClassifier):
         Clamp of the embeddings after each step (the reference code's).
     clipgrad : float, default=10000.0
         Largest gradient norm (the reference code's).
+    task_inference : {'sample', 'batch'}, default='sample'
+        Granularity of the min-entropy head without ``task_id``
+        (:mod:`skcl.nn.inference`): ``'sample'`` picks a head per row;
+        ``'batch'`` one head for all the rows of a predict call (its chunks of
+        at most 8192 rows), that of the lowest entropy summed over the rows.
+        ``'batch'`` assumes that the rows of one call are one task's (a test
+        set scored task by task); on rows of mixed tasks every row gets the
+        same head.
     hidden_layer_sizes, optimizer, learning_rate, batch_size, max_epochs, device, \
 random_state, verbose
         As in :class:`~skcl.base.ContinualClassifier`; ``backbone`` is not
@@ -123,6 +133,7 @@ random_state, verbose
     _task_specific_units = True
     _parameter_constraints: dict = {
         **ContinualClassifier._parameter_constraints,
+        **InfersTasks._parameter_constraints,
         "s_max": [Interval(Real, 1, None, closed="left")],
         "c": [Interval(Real, 0, None, closed="left")],
         "thres_cosh": [Interval(Real, 0, None, closed="neither")],
@@ -137,6 +148,7 @@ random_state, verbose
         thres_cosh: float = 50.0,
         thres_emb: float = 6.0,
         clipgrad: float = 10000.0,
+        task_inference: str = "sample",
         hidden_layer_sizes: tuple[int, ...] = (256, 256),
         backbone: Callable[[int], nn.Module] | None = None,
         optimizer: str = "sgd",
@@ -155,6 +167,7 @@ random_state, verbose
             max_epochs=max_epochs, device=device, random_state=random_state, verbose=verbose,
             distributed=distributed,
         )
+        self.task_inference = task_inference
         self.s_max = s_max
         self.c = c
         self.thres_cosh = thres_cosh
@@ -233,7 +246,7 @@ def _scale_grad(parameter: torch.Tensor, factor: torch.Tensor) -> None:
         parameter.grad.mul_(factor)
 
 
-class CPGClassifier(ContinualClassifier):
+class CPGClassifier(InfersTasks, ContinualClassifier):
     r"""Compacting, picking and growing (Hung et al., NeurIPS 2019, "Compacting, Picking and
     Growing for Unforgetting Continual Learning").
 
@@ -284,7 +297,8 @@ class CPGClassifier(ContinualClassifier):
     phase, so it never holds momentum or moments of a frozen weight either.
 
     Class-incremental predictions (no ``task_id``): every task answers with its
-    own masks, biases and head, and each sample takes the answer of the head
+    own masks, biases and head, and each sample (or, with
+    ``task_inference='batch'``, the whole call) takes the answer of the head
     whose softmax has the lowest entropy (:func:`~skcl.nn.min_entropy_heads`).
 
     Parameters
@@ -307,6 +321,14 @@ class CPGClassifier(ContinualClassifier):
         Growth steps per task at most.
     pick_init : float, default=0.01
         Initial pick score (Piggyback's initial mask score).
+    task_inference : {'sample', 'batch'}, default='sample'
+        Granularity of the min-entropy head without ``task_id``
+        (:mod:`skcl.nn.inference`): ``'sample'`` picks a head per row;
+        ``'batch'`` one head for all the rows of a predict call (its chunks of
+        at most 8192 rows), that of the lowest entropy summed over the rows.
+        ``'batch'`` assumes that the rows of one call are one task's (a test
+        set scored task by task); on rows of mixed tasks every row gets the
+        same head.
     hidden_layer_sizes, optimizer, learning_rate, momentum, batch_size, max_epochs, \
 device, random_state, verbose
         As in :class:`~skcl.base.ContinualClassifier`.
@@ -343,6 +365,7 @@ device, random_state, verbose
     _task_specific_units = True
     _parameter_constraints: dict = {
         **ContinualClassifier._parameter_constraints,
+        **InfersTasks._parameter_constraints,
         "accuracy_goal": [Interval(Real, 0, 1, closed="both")],
         "validation_fraction": [Interval(Real, 0, 1, closed="left")],
         "prune_ratio": [Interval(Real, 0, 1, closed="left")],
@@ -365,6 +388,7 @@ device, random_state, verbose
         grow_units: int = 32,
         max_grow: int = 3,
         pick_init: float = 0.01,
+        task_inference: str = "sample",
         hidden_layer_sizes: tuple[int, ...] = (256, 256),
         backbone: Callable[[int], nn.Module] | None = None,
         optimizer: str = "sgd",
@@ -383,6 +407,7 @@ device, random_state, verbose
             max_epochs=max_epochs, device=device, random_state=random_state, verbose=verbose,
             distributed=distributed,
         )
+        self.task_inference = task_inference
         self.accuracy_goal = accuracy_goal
         self.validation_fraction = validation_fraction
         self.prune_ratio = prune_ratio

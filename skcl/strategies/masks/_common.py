@@ -1,5 +1,6 @@
 """What PackNet, Piggyback and SupSup share: per-task heads, predictions from binary
-masks, and task inference when predictions come without a task id."""
+masks, and task inference when predictions come without a task id; and what every method
+of the masks-and-gates family shares: the ``task_inference`` parameter."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import functools
 
 import numpy as np
 import torch
+from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
@@ -15,13 +17,41 @@ from skcl._call import _PREDICT_CHUNK
 from skcl._guard import float64_copy, scoring_view
 from skcl._validation import check_task_ids
 from skcl.base import ContinualClassifier
-from skcl.nn import ScoreMaskLinear, Superposition, TaskMaskLinear
+from skcl.nn import (
+    TASK_INFERENCE,
+    ScoreMaskLinear,
+    Superposition,
+    TaskMaskLinear,
+    check_task_inference,
+    least,
+    softmax_entropy,
+)
 
 
-def entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Entropy of the softmax of ``logits`` over the last axis (``-inf`` logits count as
-    probability 0)."""
-    return torch.special.entr(torch.softmax(logits, dim=-1)).sum(dim=-1)
+class InfersTasks:
+    """Mixin of the family's estimators: the ``task_inference`` parameter.
+
+    It is checked when the network is built (the first ``fit`` or
+    ``partial_fit``) and at every prediction, and it is part of the scoring
+    view's key, so ``set_params(task_inference=...)`` on a fitted estimator
+    takes effect at the next prediction. By default the scoring network is
+    the base class's with its ``task_inference`` attribute set (as
+    :class:`~skcl.nn.GatedHeads` and :class:`~skcl.nn.PickHeads` read it).
+    """
+
+    _parameter_constraints: dict = {"task_inference": [StrOptions(set(TASK_INFERENCE))]}
+
+    def _initialize(self) -> None:
+        check_task_inference(self.task_inference)
+        super()._initialize()
+
+    def _scoring_key(self) -> tuple:
+        return (super()._scoring_key(), check_task_inference(self.task_inference))
+
+    def _scoring_network(self) -> nn.Module:
+        network = super()._scoring_network()
+        network.task_inference = self.task_inference
+        return network
 
 
 def layer_factory(cls: type, **kwargs) -> functools.partial:
@@ -45,11 +75,15 @@ class EntropyTaskInference(nn.Module):
     network : torch.nn.Module
         Follows :mod:`skcl.nn`'s contract and has a ``unit_task`` buffer (the
         task of each unit).
+    per : {'sample', 'batch'}, default='sample'
+        Infer a task per row, or one for all the rows of a call
+        (:func:`~skcl.nn.least`).
     """
 
-    def __init__(self, network: nn.Module):
+    def __init__(self, network: nn.Module, per: str = "sample"):
         super().__init__()
         self.network = network
+        self.per = check_task_inference(per)
 
     def tasks(self) -> torch.Tensor:
         """The tasks the network has units for, sorted."""
@@ -58,8 +92,8 @@ class EntropyTaskInference(nn.Module):
     def infer(self, x: torch.Tensor) -> torch.Tensor:
         """The task of each row of ``x``."""
         tasks = self.tasks()
-        scores = torch.stack([entropy(self.network(x, int(t))) for t in tasks])
-        return tasks[scores.argmin(dim=0)]
+        scores = torch.stack([softmax_entropy(self.network(x, int(t))) for t in tasks])
+        return tasks[least(scores, self.per)]
 
     def forward(self, x: torch.Tensor, task=None) -> torch.Tensor:
         return self.network(x, self.infer(x) if task is None else task)
@@ -73,9 +107,13 @@ class OneShotTaskInference(EntropyTaskInference):
     :math:`\arg\max_i \left(-\partial \mathcal{H}(p(\alpha)) / \partial \alpha_i\right)`,
     with :math:`\mathcal{H}` the entropy of the output. One row of
     :math:`\alpha` per sample (:class:`~skcl.nn.Superposition`) keeps each
-    sample's gradient its own. The gradient is taken inside ``forward`` with
-    autograd enabled locally, with respect to :math:`\alpha` only: the
-    network's tensors stay untouched.
+    sample's gradient its own. Per batch (``per='batch'``), as in the paper,
+    one :math:`\alpha` is shared by the rows and :math:`\mathcal{H}` is
+    summed over them; its gradient is the sum of the rows' gradients (every
+    row's :math:`\alpha` is :math:`1/k`), so the task is that of the lowest
+    summed gradient (:func:`~skcl.nn.least`). The gradient is taken inside
+    ``forward`` with autograd enabled locally, with respect to :math:`\alpha`
+    only: the network's tensors stay untouched.
     """
 
     def infer(self, x: torch.Tensor) -> torch.Tensor:
@@ -83,11 +121,11 @@ class OneShotTaskInference(EntropyTaskInference):
         with torch.enable_grad():
             alpha = x.new_full((x.shape[0], len(tasks)), 1.0 / len(tasks)).requires_grad_()
             logits = self.network(x, Superposition(alpha, tuple(tasks.tolist())))
-            (grad,) = torch.autograd.grad(entropy(logits).sum(), alpha)
-        return tasks[grad.argmin(dim=1)]
+            (grad,) = torch.autograd.grad(softmax_entropy(logits).sum(), alpha)
+        return tasks[least(grad.T, self.per)]
 
 
-class MaskedTaskClassifier(ContinualClassifier):
+class MaskedTaskClassifier(InfersTasks, ContinualClassifier):
     """Base of the mask methods: a mask and a head per task, and task inference.
 
     Predictions read a float64 copy of the network in which every task's
@@ -96,8 +134,12 @@ class MaskedTaskClassifier(ContinualClassifier):
     """
 
     _task_specific_units = True
-    #: The :class:`EntropyTaskInference` a method predicts through.
-    _inference = EntropyTaskInference
+    _parameter_constraints: dict = {**ContinualClassifier._parameter_constraints,
+                                    **InfersTasks._parameter_constraints}
+
+    def _inference(self) -> type[EntropyTaskInference]:
+        """The :class:`EntropyTaskInference` (or subclass) the method predicts through."""
+        return EntropyTaskInference
 
     def _scoring_network(self) -> nn.Module:
         with torch.no_grad():
@@ -105,7 +147,7 @@ class MaskedTaskClassifier(ContinualClassifier):
         for layer in network.modules():
             if isinstance(layer, ScoreMaskLinear):
                 layer.freeze_scores()
-        return self._inference(float64_copy(network))
+        return self._inference()(float64_copy(network), self.task_inference)
 
     def _masked_trunk(self, factory) -> nn.Module:
         """The MLP trunk built with ``factory``'s layers (picklable, as ``self._make_trunk``)."""
@@ -117,6 +159,9 @@ class MaskedTaskClassifier(ContinualClassifier):
 
     def infer_task(self, X) -> np.ndarray:
         """The task the method infers for each sample when predicting without ``task_id``.
+
+        With ``task_inference='batch'`` every row of a chunk of at most 8192
+        rows gets the same task.
 
         Parameters
         ----------

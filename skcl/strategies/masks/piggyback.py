@@ -37,7 +37,8 @@ class PiggybackClassifier(MaskedTaskClassifier):
 
     Predictions without ``task_id`` (class-incremental): each task's head
     scores the sample under that task's mask, and the task whose softmax has
-    the lowest entropy answers (entropy-based task inference,
+    the lowest entropy answers, per sample or, with ``task_inference='batch'``,
+    for all the rows of the call (entropy-based task inference,
     :meth:`infer_task`); classes outside that task score ``-inf``.
 
     Parameters
@@ -46,6 +47,14 @@ class PiggybackClassifier(MaskedTaskClassifier):
         :math:`\tau`, the paper's.
     mask_init : float, default=1e-2
         Initial value of every real-valued mask weight, the paper's.
+    task_inference : {'sample', 'batch'}, default='sample'
+        Granularity of the entropy task inference without ``task_id``
+        (:mod:`skcl.nn.inference`): ``'sample'`` infers each row's task on
+        its own; ``'batch'`` infers one task for all the rows of a predict
+        call (its chunks of at most 8192 rows), the task of the lowest entropy
+        summed over the rows. ``'batch'`` assumes that the rows of one call
+        are one task's (a test set scored task by task); on rows of mixed
+        tasks every row gets the same task.
     hidden_layer_sizes, optimizer, learning_rate, momentum, batch_size, max_epochs, \
 device, random_state, verbose
         As in :class:`~skcl.base.ContinualClassifier`. A ``backbone`` cannot be
@@ -83,6 +92,7 @@ device, random_state, verbose
         self,
         threshold: float = 5e-3,
         mask_init: float = 1e-2,
+        task_inference: str = "sample",
         hidden_layer_sizes: tuple[int, ...] = (256, 256),
         backbone: Callable[[int], nn.Module] | None = None,
         optimizer: str = "sgd",
@@ -101,6 +111,7 @@ device, random_state, verbose
             max_epochs=max_epochs, device=device, random_state=random_state, verbose=verbose,
             distributed=distributed,
         )
+        self.task_inference = task_inference
         self.threshold = threshold
         self.mask_init = mask_init
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections import OrderedDict
 from typing import NamedTuple
 
 import numpy as np
@@ -63,19 +64,27 @@ def parameter_names(module: nn.Module, skip=()) -> dict[int, str]:
     >>> sorted(parameter_names(net, skip=[net[1]]).values())
     ['0.bias', '0.weight']
     """
-    skipped, names = {id(m) for m in skip}, {}
-    seen, stack = set(), [("", module)]
-    while stack:
-        prefix, sub = stack.pop()
-        if id(sub) in seen or id(sub) in skipped:
-            continue
-        seen.add(id(sub))
+    names = {}
+    for prefix, sub in _submodules(module, {id(m) for m in skip}):
         for name, p in sub._parameters.items():
             if p is not None:
                 names.setdefault(id(p), prefix + name)
+    return names
+
+
+def _submodules(module: nn.Module, skip) -> list[tuple[str, nn.Module]]:
+    """``(prefix, submodule)`` in the order of ``named_modules``, each once, without
+    entering the submodules whose ids are in ``skip``."""
+    out, seen, stack = [], set(), [("", module)]
+    while stack:
+        prefix, sub = stack.pop()
+        if id(sub) in seen or id(sub) in skip:
+            continue
+        seen.add(id(sub))
+        out.append((prefix, sub))
         stack.extend((f"{prefix}{name}.", child) for name, child in
                      reversed(sub._modules.items()) if child is not None)
-    return names
+    return out
 
 
 def check_call(est, X, y, task_id, classes, sample_weight, reset: bool) -> Call:
@@ -210,6 +219,7 @@ class Checkpoint:
         self.outer = not est.__dict__.get("_in_call", False)
         if self.outer:
             memo = {id(obj): obj for obj in self.shared()}
+            _copy_empty_containers(est.__dict__, memo)
             self.saved = copy.deepcopy(est.__dict__, memo)
             est.__dict__["_in_call"] = True
         return self
@@ -223,6 +233,30 @@ class Checkpoint:
             est.__dict__.update(self.saved)
         est.__dict__.pop("_in_call", None)
         return False
+
+
+def _copy_empty_containers(state: dict, memo: dict) -> None:
+    """Put fresh copies of the empty dicts and sets of ``state``'s modules and optimizers
+    (their hook registries, a dozen per module) in the deep-copy ``memo``.
+
+    ``copy.deepcopy`` rebuilds each empty ``OrderedDict`` through ``__reduce_ex__``;
+    that was half the time of a call's checkpoint. Modules already in ``memo``
+    (shared, not copied) are not entered.
+    """
+    for value in state.values():
+        if isinstance(value, nn.Module):
+            owners = [sub for _, sub in _submodules(value, memo)]
+        elif isinstance(value, torch.optim.Optimizer):
+            owners = [value]
+        else:
+            continue
+        for owner in owners:
+            for attr in vars(owner).values():
+                if type(attr) in _EMPTY_CONTAINERS and not attr:
+                    memo.setdefault(id(attr), type(attr)())
+
+
+_EMPTY_CONTAINERS = (dict, OrderedDict, set)
 
 
 def _grown(value, param: torch.Tensor):

@@ -43,16 +43,16 @@ def run_epoch(est, samples: Batch, network: nn.Module, optimizer, rng: np.random
     starts = range(0, n, size)
     if est.verbose > 0:
         starts = tqdm(starts, desc=f"task {est.current_task_}", unit="batch", leave=False)
-    n_batches = -(-n // size)
-    losses = torch.empty(n_batches, device=samples.X.device) if n_batches else None
+    n_batches, losses = -(-n // size), []
+    X, y, weight, _, origin = samples
     for index, start in enumerate(starts):
         idx = order[start:start + size]
-        step = Step(epoch, index, n_batches, int(idx.shape[0]))
+        step = Step(epoch, index, n_batches, idx.shape[0])
         if comm.world_size > 1:
             idx = idx[comm.rank::comm.world_size]
-        batch = Batch(*(None if f is None else f[idx] for f in samples))
-        if single_task is not None:
-            batch = batch._replace(task=single_task[:idx.shape[0]])
+        batch = Batch(X[idx], y[idx], None if weight is None else weight[idx],
+                      task[idx] if single_task is None else single_task[:idx.shape[0]],
+                      None if origin is None else origin[idx])
         if hooks:
             batch = est._training_batch(batch, step)
         optimizer.zero_grad(set_to_none=True)
@@ -69,15 +69,16 @@ def run_epoch(est, samples: Batch, network: nn.Module, optimizer, rng: np.random
                 loss = loss_fn(logits, batch)
             loss.backward()
             value = loss.detach()
-        losses[index] = value  # one small copy per step; checked once, after the epoch
+        losses.append(value)  # no tensor op per step: checked once, after the epoch
         if hooks:
             est._after_backward(batch, step)
         optimizer.step()
         if hooks:
             est._after_step(batch, step)
     healthy = None
-    if losses is not None:
-        healthy = torch.isfinite(losses).all() & (losses.abs() <= LOSS_CEILING).all()
+    if losses:
+        trace = torch.stack(losses)
+        healthy = torch.isfinite(trace).all() & (trace.abs() <= LOSS_CEILING).all()
         params = [p for group in optimizer.param_groups for p in group["params"]]
         if params:
             largest = torch.stack(torch._foreach_norm(params, float("inf"))).max()

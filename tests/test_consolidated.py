@@ -164,3 +164,20 @@ def test_ar1_default_lower_rate_is_0_3_and_ar1_star_freezes_below_the_latent_lay
     train(star, stream[1:3])
     for name, value in star.network_.trunk.lower.named_parameters():
         assert torch.equal(value, lower[name]), name
+
+
+def test_ar1_star_classes_trained_on_replay_alone_take_their_trained_weights(stream):
+    params = {**SMALL, "hidden_layer_sizes": (24, 16), "lower_lr_factor": 0.0}
+    clf = train(AR1Classifier(latent_replay=True, memory_size=40, **params), stream[:2],
+                end=False)
+    head = clf.network_.head
+    present = clf._counts_.nonzero().flatten()
+    old = torch.tensor([clf.output_units_.of(c) for c in stream[0].classes])
+    new = torch.tensor([clf.output_units_.of(c) for c in stream[1].classes])
+    assert set(present.tolist()) == set(old.tolist()) | set(new.tolist())
+    tw = head.weight.detach().clone()
+    past_before = head.past.clone()
+    shifted = tw[old] - tw[present].mean(dim=0)
+    clf.end_task()
+    torch.testing.assert_close(head.cw[old], shifted, rtol=1e-6, atol=1e-7)
+    assert torch.all(head.past[old] > past_before[old])  # their stored latents counted

@@ -31,6 +31,9 @@ class ConsolidatedHead(nn.Module):
 
     :math:`\overline{tw}` being the mean of :math:`tw` over those classes and
     :math:`cur_j` the number of samples of class :math:`j` just trained on.
+    Rows marked ``replaced`` take :math:`w_j = 0`: their :math:`cw_j` becomes
+    :math:`tw_j - \overline{tw}` (AR1*'s classes trained on replayed latents
+    alone, see :class:`~skcl.AR1Classifier`).
 
     Parameters
     ----------
@@ -76,14 +79,18 @@ class ConsolidatedHead(nn.Module):
         self.weight[units] = self.cw[units]
 
     @torch.no_grad()
-    def consolidated(self, units: torch.Tensor, counts: torch.Tensor
+    def consolidated(self, units: torch.Tensor, counts: torch.Tensor,
+                     replaced: torch.Tensor | None = None
                      ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(cw, past)`` after folding the rows ``units`` of :math:`tw` in, ``counts``
-        their samples :math:`cur_j`; the layer is unchanged."""
+        their samples :math:`cur_j`, ``replaced`` (booleans, one per unit) the rows whose
+        :math:`cw` is replaced rather than averaged; the layer is unchanged."""
         cw, past = self.cw.clone(), self.past.clone()
         if units.numel():
             tw = self.weight[units]
             w_past = (past[units] / counts).sqrt().unsqueeze(1)
+            if replaced is not None:
+                w_past = w_past.masked_fill(replaced.unsqueeze(1), 0.0)
             cw[units] = (cw[units] * w_past + (tw - tw.mean(dim=0))) / (w_past + 1)
             past[units] += counts
         return cw, past

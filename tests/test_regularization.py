@@ -372,18 +372,46 @@ def test_imm_predicts_with_the_merged_solutions(split):
         solutions[merge] = [params(train(clf, [exp])) for exp in split[:2]]
         clfs[merge] = clf
     mean, mode = clfs["mean"], clfs["mode"]
+    rho = mean.alpha_decay
     # The running sums give the bits of the merge over the list of solutions.
-    for name, merged in mean_imm(solutions["mean"]).items():
+    for name, merged in mean_imm(solutions["mean"], rho).items():
         assert torch.equal(mean.merged_[name], merged)
     equal = [{n: torch.ones_like(p) for n, p in s.items()} for s in solutions["mode"]]
-    mode.merged_ = mode_imm(solutions["mode"], equal)
+    mode.merged_ = mode_imm(solutions["mode"], equal, rho)
     X = split[0].X_test
     np.testing.assert_allclose(mode.predict_proba(X), mean.predict_proba(X), rtol=1e-5)
     first, second = (s["head.weight"] for s in solutions["mean"])
-    torch.testing.assert_close(mean.merged_["head.weight"][:2], (first + second[:2]) / 2)
+    # alpha = (rho, 1) / (rho + 1) on the rows both solutions have; the newest's alone.
+    torch.testing.assert_close(mean.merged_["head.weight"][:2],
+                               (rho * first + second[:2]) / (rho + 1))
     torch.testing.assert_close(mean.merged_["head.weight"][2:], second[2:])
     live = mean.network_(torch.from_numpy(X)).detach().numpy()
     assert not np.allclose(mean.decision_function(X), live)
+
+
+@pytest.mark.parametrize("decay", [0.0, 0.3, 1.0])
+def test_imm_mixing_ratios_are_geometric(decay):
+    rng = torch.Generator().manual_seed(0)
+    thetas = [{"w": torch.randn(5, generator=rng)} for _ in range(4)]
+    fishers = [{"w": torch.rand(5, generator=rng)} for _ in range(4)]
+    alpha = torch.tensor([decay ** (3 - k) for k in range(4)])
+    alpha = alpha / alpha.sum()
+    mean = sum(a * t["w"] for a, t in zip(alpha, thetas, strict=True))
+    torch.testing.assert_close(mean_imm(thetas, decay)["w"], mean)
+    weighted = sum(a * f["w"] * t["w"] for a, f, t in zip(alpha, fishers, thetas, strict=True))
+    total = sum(a * f["w"] for a, f in zip(alpha, fishers, strict=True))
+    torch.testing.assert_close(mode_imm(thetas, fishers, decay)["w"], weighted / total)
+    if decay == 0:  # only the newest solution is left
+        assert torch.equal(mean_imm(thetas, decay)["w"], thetas[-1]["w"])
+
+
+def test_imm_alpha_decay_zero_predicts_with_the_newest_solution(split):
+    clf = train(IMMClassifier(**SMALL, alpha_decay=0.0), split[:3])
+    X = split[0].X_test
+    live = clf.network_(torch.from_numpy(X)).detach().numpy()
+    np.testing.assert_allclose(clf.decision_function(X), live, rtol=1e-5, atol=1e-6)
+    uniform = train(IMMClassifier(**SMALL, alpha_decay=1.0), split[:3])
+    assert not np.allclose(uniform.decision_function(X), live, atol=1e-3)
 
 
 def test_imm_with_one_task_is_naive(split):

@@ -22,6 +22,7 @@ from skcl.nn import (
     SupermaskLinear,
     Superposition,
     TaskMaskLinear,
+    min_entropy_heads,
     softmax_entropy,
 )
 from skcl.strategies.masks._common import OneShotTaskInference
@@ -226,6 +227,21 @@ def test_piggyback_trains_the_backbone_on_the_first_task_then_only_masks(permute
 
 
 # ------------------------------------------------------------------ task inference
+
+
+def test_min_entropy_heads_per_batch_takes_the_head_of_least_summed_entropy():
+    inf = float("inf")
+    logits = torch.tensor([
+        [[9.0, 0.0, -inf, -inf], [0.0, 0.0, -inf, -inf], [0.0, 0.1, -inf, -inf]],
+        [[-inf, -inf, 0.0, 0.0], [-inf, -inf, 9.0, 0.0], [-inf, -inf, 5.0, 0.0]],
+    ])
+    entropy = softmax_entropy(logits)
+    assert torch.isfinite(entropy).all()
+    assert entropy.sum(dim=1).argmin() == 1 and entropy[:, 0].argmin() == 0
+    # per sample: row 0 takes head 0, rows 1 and 2 head 1; per batch: head 1 for all
+    per_sample = min_entropy_heads(logits)
+    assert [torch.equal(per_sample[i], logits[h, i]) for i, h in enumerate([0, 1, 1])] == [True] * 3
+    assert torch.equal(min_entropy_heads(logits, "batch"), logits[1])
 
 
 @pytest.fixture(scope="module", params=FAMILY, ids=lambda c: c.__name__)

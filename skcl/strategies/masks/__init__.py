@@ -3,7 +3,10 @@
 - :class:`PackNetClassifier` (:mod:`.packnet`): train, prune, retrain, freeze.
 - :class:`PiggybackClassifier` (:mod:`.piggyback`): learned masks over a fixed backbone.
 - :class:`SupSupClassifier` (:mod:`.supsup`): supermasks over fixed random weights,
-  with one-shot task inference.
+  with task inference by entropy or by the paper's one-shot rule.
+
+Each infers the task of predictions without ``task_id`` per sample or per predict
+call (``task_inference``, :mod:`skcl.nn.inference`).
 
 The layers are those of :mod:`skcl.nn.masked`.
 """

@@ -198,7 +198,9 @@ def test_pnc_online_ewc_fisher_on_the_knowledge_base_accumulates_with_gamma(stre
         clf.end_task()
         history.append(({n: v.clone() for n, v in clf.penalty_.importance.items()},
                         {n: v.clone() for n, v in clf.fisher_.items()}))
-    assert all(n.startswith("columns.0.") for n in history[-1][0])
+    # The knowledge base's layers; its per-task heads are trained in their task alone.
+    assert history[-1][0] and all(n.startswith("columns.0.trunk.") for n in history[-1][0])
+    assert any(n.startswith("columns.0.heads.") for n in history[-1][1])
     (old, _), (new, fisher) = history[1], history[2]
     for name in (n for n in fisher if n.startswith("columns.0.trunk.")):
         torch.testing.assert_close(new[name], 0.5 * old[name] + fisher[name], rtol=0, atol=0)
@@ -300,3 +302,26 @@ def test_task_inference_is_checked_at_fit_and_at_predict(cls, stream):
     with pytest.raises(ValueError, match="task_inference must be one of"):
         clf.predict(exp.X_test, task_id=0)
     assert clf.set_params(task_inference="sample").predict(exp.X_test).shape == (len(exp.X_test),)
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
+def test_a_failed_call_leaves_the_parts_its_checkpoint_shares_as_they_were(cls, stream):
+    clf = fitted(cls, stream[:3])
+    # Frozen columns' layers and the other tasks' heads are shared, not copied, per call.
+    shared = {id(part) for part in clf._shared_with_checkpoint()}
+    heads = [head for column in clf.network_.columns for head in column.heads.values()]
+    assert sum(id(head) in shared for head in heads) == len(heads)
+    before = {n: p.detach().clone() for n, p in clf.network_.named_parameters()}
+    X = np.vstack([exp.X_test for exp in stream[:3]])
+    proba = clf.predict_proba(X)
+    # One call: task 0 met again (its head trains, and P&C compresses into it when the
+    # call moves on), then a new task whose outliers make training diverge.
+    X_bad = stream[3].X_train.copy()
+    X_bad[:10, 5] = 1e30
+    X_call = np.vstack([stream[0].X_train, X_bad])
+    y_call = np.concatenate([stream[0].y_train, stream[3].y_train])
+    tasks = np.repeat([0, 3], [len(stream[0].y_train), len(stream[3].y_train)])
+    with pytest.raises(FloatingPointError, match="diverged"):
+        clf.partial_fit(X_call, y_call, task_id=tasks)
+    assert_same(before, {n: p.detach() for n, p in clf.network_.named_parameters()})
+    np.testing.assert_array_equal(clf.predict_proba(X), proba)

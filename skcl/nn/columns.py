@@ -21,7 +21,8 @@ later never changes what an earlier one computes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import copy
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -126,7 +127,16 @@ class ColumnNetwork(nn.Module):
         return self.sizes[-1] if self.sizes else self.n_features
 
     def _new_column(self, index: int) -> _Column:
-        return _Column(self.n_features, self.sizes, index, self.linear).to(self.unit_task.device)
+        column = _Column(self.n_features, self.sizes, index, self.linear)
+        return column.to(self.unit_task.device).train(self.training)
+
+    def train(self, mode: bool = True) -> ColumnNetwork:
+        """Set training mode. Every column is kept in the network's mode, so setting the
+        mode it has already costs nothing however many columns and heads there are (the
+        training loop sets it each epoch)."""
+        if mode != self.training:
+            super().train(mode)
+        return self
 
     def add_units(self, task: int, n_new: int, seed: int) -> None:
         """Append ``n_new`` units to ``task``'s head(s); a new task's first units bring its
@@ -141,26 +151,52 @@ class ColumnNetwork(nn.Module):
             else:
                 self.task_column[task] = 0
         for index, column in enumerate(self.columns):
-            if key in column.heads or (self.per_task_columns and index != self.task_column[task]):
-                continue
-            device = self.unit_task.device
-            column.heads[key] = IncrementalLinear((index + 1) * self.width).to(device)
+            if key in column.heads:
+                column.heads[key] = copy.deepcopy(column.heads[key])  # grown below: a copy
+            elif not self.per_task_columns or index == self.task_column[task]:
+                column.heads[key] = self._new_head(index)
         for column in self.columns:
             if key in column.heads:
                 column.heads[key].grow(n_new, seed)
         new = torch.full((n_new,), task, dtype=torch.long, device=self.unit_task.device)
         self.unit_task = torch.cat([self.unit_task, new])
 
+    def _new_head(self, index: int) -> IncrementalLinear:
+        head = IncrementalLinear((index + 1) * self.width).to(self.unit_task.device)
+        return head.train(self.training)
+
     def reset_column(self, index: int, seed: int) -> None:
-        """Re-initialise column ``index``: its layers, adapters and heads (Progress &
-        Compress's active column before a new task)."""
-        old = self.columns[index]
+        """Re-initialise column ``index``'s layers and adapters, without heads (Progress &
+        Compress's active column before the next task: a new task's units bring its head,
+        :meth:`add_head` gives one to a task met again)."""
         with seeded(seed):
-            column = self._new_column(index)
-        for key, head in old.heads.items():
-            column.heads[key] = IncrementalLinear(head.in_features).to(self.unit_task.device)
-            column.heads[key].grow(head.out_features, seed + int(key) + 1)
-        self.columns[index] = column
+            self.columns[index] = self._new_column(index)
+
+    def add_head(self, index: int, task: int, seed: int) -> None:
+        """Give column ``index`` a freshly initialised head for ``task``'s units."""
+        head = self._new_head(index)
+        head.grow(int((self.unit_task == task).sum()), seed)
+        self.columns[index].heads[str(task)] = head
+
+    def parts_except(self, task: int | None, columns: Iterable[int]) -> list[nn.Module]:
+        """What training ``task`` in ``columns`` leaves untouched: every other task's heads,
+        and the layers and adapters of the other columns (a checkpoint shares them)."""
+        columns, skip = set(columns), str(task)
+        parts = [head for column in self.columns
+                 for key, head in column.heads._modules.items() if key != skip]
+        return parts + [part for index, column in enumerate(self.columns)
+                        if index not in columns for part in (column.trunk, column.laterals)]
+
+    def own(self, task: int, column: int | None = None) -> None:
+        """Replace ``task``'s heads, and ``column``'s layers and adapters if given, by
+        copies, leaving the objects they were (which a checkpoint may share) unchanged."""
+        key = str(task)
+        for c in self.columns:
+            if key in c.heads:
+                c.heads[key] = copy.deepcopy(c.heads[key])
+        if column is not None:
+            c = self.columns[column]
+            c.trunk, c.laterals = copy.deepcopy(c.trunk), copy.deepcopy(c.laterals)
 
     def column_parameters(self, index: int):
         """Parameters of column ``index``: its layers, adapters and heads."""

@@ -147,7 +147,21 @@ device, random_state, verbose, distributed
 
     def _before_task(self, task: int) -> None:
         super()._before_task(task)
-        self._newest_column_ = max(self._newest_column_, self.network_.task_column[task])
+        column = self.network_.task_column[task]
+        self._newest_column_ = max(self._newest_column_, column)
+        self.network_.own(task, column if self._trains_column() else None)
+
+    def _shared_with_checkpoint(self):
+        # A call trains the open task's column (or its head alone): the other columns'
+        # layers and the other tasks' heads stay as they are, and so does the cache of
+        # activations (replaced, never changed in place).
+        network = getattr(self, "network_", None)
+        if not isinstance(network, ColumnNetwork):
+            return ()
+        task = self.current_task_
+        columns = () if task is None else (network.task_column[task],)
+        cache = () if self._earlier_ is None else (self._earlier_,)
+        return [*network.parts_except(task, columns), *cache]
 
     def _trains_column(self) -> bool:
         """Whether the open task's column learns: only while no later column has (a task
@@ -210,11 +224,17 @@ class ProgressCompressClassifier(_Columns):
 
     the softmaxes over the task's classes, under online EWC on the knowledge
     base only (a :class:`~skcl.components.QuadraticPenalty` scoped to column
-    0). Then the Fisher :math:`F_t` of the knowledge base is computed on up
-    to ``fisher_samples`` samples of the task and folded in,
+    0's layers). Then the Fisher :math:`F_t` of the knowledge base is
+    computed on up to ``fisher_samples`` samples of the task and folded in,
     :math:`F^* \leftarrow \gamma F^* + F_t`, anchored at the compressed
     knowledge base, and the active column is re-initialised for the next
     task. The task's samples are kept until its compress phase, then dropped.
+    The penalty covers the knowledge base's shared layers, not its per-task
+    heads: a task's head is trained only in that task's own compress phases,
+    so in any other task's its penalty would be a constant, one more per
+    task, that changes no gradient but makes each compress step cost more as
+    tasks accumulate. (A task met again re-distils its head with no pull
+    towards its former value.)
 
     Predictions read the knowledge base (the task's head with ``task_id``;
     without it, the head of lowest softmax entropy, per sample or per call,
@@ -262,9 +282,9 @@ device, random_state, verbose
     Attributes
     ----------
     penalty_ : QuadraticPenalty
-        Online EWC over the knowledge base: ``importance`` is :math:`F^*`.
+        Online EWC over the knowledge base's layers: ``importance`` is :math:`F^*`.
     fisher_ : dict of str to Tensor
-        :math:`F_t` of the last task compressed.
+        :math:`F_t` of the last task compressed (its head's included).
     parameter_counts_ : dict
         Parameters of the two columns' own layers and heads, and of the adapters.
 
@@ -337,7 +357,7 @@ device, random_state, verbose
 
     def _initialize(self) -> None:
         super()._initialize()
-        self.penalty_ = QuadraticPenalty(scope=f"columns.{self.KNOWLEDGE_BASE}.")
+        self.penalty_ = QuadraticPenalty(scope=f"columns.{self.KNOWLEDGE_BASE}.trunk.")
         self._task_data_ = SampleStore()
         self._task_sample_ = TaskSample(0)
         self._compress_seed_ = 0
@@ -350,6 +370,22 @@ device, random_state, verbose
         limit = (stiffness_limit(self.optimizer, self.learning_rate, self.momentum)
                  if self.clip_stiffness else math.inf)
         self.penalty_.stiffen(float(self.ewc_lambda), limit)
+        self.network_.own(task)
+        if str(task) not in self.network_.columns[self.ACTIVE].heads:  # a task met again
+            self.network_.add_head(self.ACTIVE, task, self._next_seed())
+
+    def _shared_with_checkpoint(self):
+        # A call trains both columns' layers and the open task's heads; the other tasks'
+        # heads stay as they are, and so do the penalty's tensors (replaced, never changed
+        # in place, when a task is consolidated).
+        network = getattr(self, "network_", None)
+        if not isinstance(network, ColumnNetwork):
+            return ()
+        penalty = self.penalty_
+        tensors = [*penalty.importance.values(), *penalty.anchor.values(),
+                   *penalty.stiffness.values()]
+        return [*network.parts_except(self.current_task_, (self.KNOWLEDGE_BASE, self.ACTIVE)),
+                *tensors]
 
     def _observe(self, samples: Batch) -> None:
         self._task_data_.add(samples)

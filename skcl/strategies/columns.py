@@ -375,17 +375,12 @@ device, random_state, verbose
             self.network_.add_head(self.ACTIVE, task, self._next_seed())
 
     def _shared_with_checkpoint(self):
-        # A call trains both columns' layers and the open task's heads; the other tasks'
-        # heads stay as they are, and so do the penalty's tensors (replaced, never changed
-        # in place, when a task is consolidated).
+        # A call trains both columns' layers and the open task's heads: the other tasks'
+        # heads stay as they are.
         network = getattr(self, "network_", None)
         if not isinstance(network, ColumnNetwork):
             return ()
-        penalty = self.penalty_
-        tensors = [*penalty.importance.values(), *penalty.anchor.values(),
-                   *penalty.stiffness.values()]
-        return [*network.parts_except(self.current_task_, (self.KNOWLEDGE_BASE, self.ACTIVE)),
-                *tensors]
+        return network.parts_except(self.current_task_, (self.KNOWLEDGE_BASE, self.ACTIVE))
 
     def _observe(self, samples: Batch) -> None:
         self._task_data_.add(samples)

@@ -83,6 +83,14 @@ class HyperNetworkClassifier(ContinualClassifier):
         for permuted MNIST); ``None`` generates the whole set at once.
     chunk_embedding_dim : int, default=16
         Width of a chunk embedding.
+    reg_tasks : int or None, default=None
+        Earlier tasks the regulariser visits per step: ``None`` all of
+        :math:`\mathcal K` (the paper's objective), else that many drawn at random
+        without replacement each step, their mean an unbiased estimate of the
+        mean over :math:`\mathcal K` (the authors' code offers the same,
+        ``batch_size`` of ``calc_fix_target_reg``). It bounds a step's cost,
+        which otherwise grows with the number of tasks: the regulariser
+        generates every earlier task's weights twice per step.
     hidden_layer_sizes : tuple of int, default=(256, 256)
         Widths of the target network, whose weights are generated.
     backbone : None
@@ -91,8 +99,19 @@ class HyperNetworkClassifier(ContinualClassifier):
         Adam, as the authors train. SGD with the protocol's momentum 0.9 and
         step 0.05 diverges on the second task of permuted-digits (measured):
         a step moves every generated weight at once.
-    learning_rate : float, default=0.001
-        The authors' Adam step size.
+    learning_rate : float, default=0.005
+        Adam's step size. The authors' 0.001 runs many more steps per task than
+        five epochs of a small stream; here it leaves each task's generated
+        network under-trained (mean validation accuracy on a task right after
+        learning it 0.84, against 0.93 at 0.005), which caps task-incremental
+        ACC: forgetting is not what limits it. Chosen on validation data only
+        (:func:`~skcl.model_selection.make_validation_stream`: 20 % of each
+        experience's training data held out, the whole stream) of
+        permuted-digits, task-incremental, PROTOCOL.md's network, seeds 0-2,
+        mean validation ACC (BWT): 0.0003 0.72 (seed 0), 0.001 0.82 (-0.021),
+        0.003 0.91 (-0.007), 0.005 0.92 (-0.004), 0.01 0.92 (-0.002, seeds 0-1);
+        0.005 is the smallest step within seed noise of the best. A wider
+        hypernetwork (100-100) at 0.001 gave 0.88 (seed 0) at 1.5x the time.
     momentum, batch_size, max_epochs, device, random_state, verbose, distributed
         As in :class:`~skcl.base.ContinualClassifier`.
 
@@ -126,6 +145,7 @@ class HyperNetworkClassifier(ContinualClassifier):
         "hyper_hidden_sizes": ["array-like"],
         "chunk_size": [Interval(Integral, 1, None, closed="left"), None],
         "chunk_embedding_dim": [Interval(Integral, 1, None, closed="left")],
+        "reg_tasks": [Interval(Integral, 1, None, closed="left"), None],
     }
     _task_specific_units = True
 
@@ -137,10 +157,11 @@ class HyperNetworkClassifier(ContinualClassifier):
         hyper_hidden_sizes: tuple[int, ...] = (50, 50),
         chunk_size: int | None = 4096,
         chunk_embedding_dim: int = 16,
+        reg_tasks: int | None = None,
         hidden_layer_sizes: tuple[int, ...] = (256, 256),
         backbone: Callable[[int], nn.Module] | None = None,
         optimizer: str = "adam",
-        learning_rate: float = 0.001,
+        learning_rate: float = 0.005,
         momentum: float = 0.9,
         batch_size: int = 32,
         max_epochs: int = 5,
@@ -161,6 +182,7 @@ class HyperNetworkClassifier(ContinualClassifier):
         self.hyper_hidden_sizes = hyper_hidden_sizes
         self.chunk_size = chunk_size
         self.chunk_embedding_dim = chunk_embedding_dim
+        self.reg_tasks = reg_tasks
 
     @classmethod
     def _unit_test_params(cls) -> dict:
@@ -211,6 +233,9 @@ class HyperNetworkClassifier(ContinualClassifier):
         if not self._old_tasks_ or self.beta == 0:
             return penalty
         net, tasks = self.network_, self._old_tasks_
+        if self.reg_tasks is not None and len(tasks) > self.reg_tasks:
+            picked = self._rng_.choice(len(tasks), size=self.reg_tasks, replace=False)
+            tasks = [tasks[i] for i in sorted(picked)]
         with torch.no_grad():
             targets = net.generate(tasks, hnet=self.previous_hnet_)
         drift = (net.generate(tasks) - targets).square().sum(dim=1).mean()

@@ -78,12 +78,12 @@ def _submodules(module: nn.Module, skip) -> list[tuple[str, nn.Module]]:
     out, seen, stack = [], set(), [("", module)]
     while stack:
         prefix, sub = stack.pop()
-        if id(sub) in seen or id(sub) in skip:
+        if id(sub) in seen:
             continue
         seen.add(id(sub))
         out.append((prefix, sub))
         stack.extend((f"{prefix}{name}.", child) for name, child in
-                     reversed(sub._modules.items()) if child is not None)
+                     reversed(sub._modules.items()) if child is not None and id(child) not in skip)
     return out
 
 
@@ -219,7 +219,7 @@ class Checkpoint:
         self.outer = not est.__dict__.get("_in_call", False)
         if self.outer:
             memo = {id(obj): obj for obj in self.shared()}
-            _copy_empty_containers(est.__dict__, memo)
+            _seed_memo(est.__dict__, memo)
             self.saved = copy.deepcopy(est.__dict__, memo)
             est.__dict__["_in_call"] = True
         return self
@@ -235,25 +235,34 @@ class Checkpoint:
         return False
 
 
-def _copy_empty_containers(state: dict, memo: dict) -> None:
-    """Put fresh copies of the empty dicts and sets of ``state``'s modules and optimizers
-    (their hook registries, a dozen per module) in the deep-copy ``memo``.
+def _seed_memo(state: dict, memo: dict) -> None:
+    """Copy ahead, into the deep-copy ``memo``, what ``copy.deepcopy`` copies slowly in
+    ``state``'s modules and optimizers: their empty dicts and sets (a dozen hook
+    registries per module, each rebuilt through ``__reduce_ex__``: half the time
+    of a small network's copy) and each module's dict of submodules (one
+    deep-copy step per entry, thousands where a method keeps a part per task).
 
-    ``copy.deepcopy`` rebuilds each empty ``OrderedDict`` through ``__reduce_ex__``;
-    that was half the time of a call's checkpoint. Modules already in ``memo``
-    (shared, not copied) are not entered.
+    Submodules already in ``memo`` (shared, not copied) are not entered; the
+    others are copied children first, so each finds its own containers ready.
     """
     for value in state.values():
-        if isinstance(value, nn.Module):
-            owners = [sub for _, sub in _submodules(value, memo)]
-        elif isinstance(value, torch.optim.Optimizer):
-            owners = [value]
-        else:
-            continue
-        for owner in owners:
-            for attr in vars(owner).values():
-                if type(attr) in _EMPTY_CONTAINERS and not attr:
-                    memo.setdefault(id(attr), type(attr)())
+        if isinstance(value, torch.optim.Optimizer):
+            _seed_empty(value, memo)
+        elif isinstance(value, nn.Module):
+            for _, sub in reversed(_submodules(value, memo)):
+                _seed_empty(sub, memo)
+                children, copied = sub._modules, type(sub._modules)()
+                for name, child in children.items():
+                    hit = memo.get(id(child))
+                    copied[name] = (hit if hit is not None or child is None
+                                    else copy.deepcopy(child, memo))
+                memo[id(children)] = copied
+
+
+def _seed_empty(owner, memo: dict) -> None:
+    for attr in vars(owner).values():
+        if type(attr) in _EMPTY_CONTAINERS and not attr:
+            memo.setdefault(id(attr), type(attr)())
 
 
 _EMPTY_CONTAINERS = (dict, OrderedDict, set)

@@ -190,3 +190,16 @@ def test_soft_labels_remember_better_than_naive_on_split_digits(stream):
                             stream, scenario="class", epochs=3)
     assert dgr.bwt > naive.bwt + 0.2
     assert dgr.acc > naive.acc + 0.1
+
+
+@pytest.mark.parametrize("epochs", [1, 3])
+def test_the_generator_trains_generator_epochs_per_classifier_epoch(stream, epochs):
+    clf = GenerativeReplayClassifier(**{**SMALL, "generator_epochs": epochs})
+    calls = []
+    clf.partial_fit(stream[0].X_train, stream[0].y_train)  # builds the generator
+    original = clf.generator_.train_epoch
+    clf.generator_.train_epoch = lambda est, samples, epoch: (calls.append(epoch),
+                                                               original(est, samples, epoch))
+    for _ in range(2):
+        clf.partial_fit(stream[0].X_train, stream[0].y_train)
+    assert calls == list(range(epochs, 3 * epochs))  # numbered on from the first call's

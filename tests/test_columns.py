@@ -309,8 +309,8 @@ def test_a_failed_call_leaves_the_parts_its_checkpoint_shares_as_they_were(cls, 
     clf = fitted(cls, stream[:3])
     # Frozen columns' layers and the other tasks' heads are shared, not copied, per call.
     shared = {id(part) for part in clf._shared_with_checkpoint()}
-    heads = [head for column in clf.network_.columns for head in column.heads.values()]
-    assert sum(id(head) in shared for head in heads) == len(heads)
+    heads = [(column, head) for column in clf.network_.columns for head in column.heads.values()]
+    assert heads and all(id(head) in shared or id(column) in shared for column, head in heads)
     before = {n: p.detach().clone() for n, p in clf.network_.named_parameters()}
     X = np.vstack([exp.X_test for exp in stream[:3]])
     proba = clf.predict_proba(X)

@@ -152,9 +152,9 @@ class ColumnNetwork(nn.Module):
                 self.task_column[task] = 0
         for index, column in enumerate(self.columns):
             if key in column.heads:
-                column.heads[key] = copy.deepcopy(column.heads[key])  # grown below: a copy
+                self._rebuild(index, [column.heads[key]])  # grown below: a copy
             elif not self.per_task_columns or index == self.task_column[task]:
-                column.heads[key] = self._new_head(index)
+                self._rebuild(index).heads[key] = self._new_head(index)
         for column in self.columns:
             if key in column.heads:
                 column.heads[key].grow(n_new, seed)
@@ -176,27 +176,42 @@ class ColumnNetwork(nn.Module):
         """Give column ``index`` a freshly initialised head for ``task``'s units."""
         head = self._new_head(index)
         head.grow(int((self.unit_task == task).sum()), seed)
-        self.columns[index].heads[str(task)] = head
+        self._rebuild(index).heads[str(task)] = head
+
+    def _rebuild(self, index: int, copied: Iterable[nn.Module] = ()) -> _Column:
+        """Replace column ``index`` by a copy of it that shares its layers, adapters and
+        heads but ``copied``: the column object it was stays unchanged (a checkpoint may
+        share it), whatever is then done to the copy's heads."""
+        column, copied = self.columns[index], {id(m) for m in copied}
+        kept = [m for m in (column.trunk, column.laterals, *column.heads.values())
+                if id(m) not in copied]
+        self.columns[index] = copy.deepcopy(column, {id(m): m for m in kept})
+        return self.columns[index]
 
     def parts_except(self, task: int | None, columns: Iterable[int]) -> list[nn.Module]:
-        """What training ``task`` in ``columns`` leaves untouched: every other task's heads,
-        and the layers and adapters of the other columns (a checkpoint shares them)."""
+        """What training ``task`` in ``columns`` leaves untouched (a checkpoint shares it):
+        whole columns that hold neither, and in the others every other task's head, and
+        the layers and adapters of those not in ``columns``."""
         columns, skip = set(columns), str(task)
-        parts = [head for column in self.columns
-                 for key, head in column.heads._modules.items() if key != skip]
-        return parts + [part for index, column in enumerate(self.columns)
-                        if index not in columns for part in (column.trunk, column.laterals)]
+        parts: list[nn.Module] = []
+        for index, column in enumerate(self.columns):
+            if index not in columns and skip not in column.heads:
+                parts.append(column)
+                continue
+            parts += [head for key, head in column.heads.items() if key != skip]
+            if index not in columns:
+                parts += [column.trunk, column.laterals]
+        return parts
 
     def own(self, task: int, column: int | None = None) -> None:
         """Replace ``task``'s heads, and ``column``'s layers and adapters if given, by
         copies, leaving the objects they were (which a checkpoint may share) unchanged."""
         key = str(task)
-        for c in self.columns:
-            if key in c.heads:
-                c.heads[key] = copy.deepcopy(c.heads[key])
-        if column is not None:
-            c = self.columns[column]
-            c.trunk, c.laterals = copy.deepcopy(c.trunk), copy.deepcopy(c.laterals)
+        for index, c in enumerate(self.columns):
+            parts = [c.heads[key]] if key in c.heads else []
+            parts += [c.trunk, c.laterals] if index == column else []
+            if parts:
+                self._rebuild(index, parts)
 
     def column_parameters(self, index: int):
         """Parameters of column ``index``: its layers, adapters and heads."""

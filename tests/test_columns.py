@@ -325,3 +325,23 @@ def test_a_failed_call_leaves_the_parts_its_checkpoint_shares_as_they_were(cls, 
         clf.partial_fit(X_call, y_call, task_id=tasks)
     assert_same(before, {n: p.detach() for n, p in clf.network_.named_parameters()})
     np.testing.assert_array_equal(clf.predict_proba(X), proba)
+
+
+def unshared_parameters(clf):
+    """The network's parameters a call's checkpoint copies (not shared with it)."""
+    parts = [part for part in clf._shared_with_checkpoint() if isinstance(part, torch.nn.Module)]
+    shared = {id(p) for part in parts for p in part.parameters()}
+    return [p for p in clf.network_.parameters() if id(p) not in shared]
+
+
+def test_a_progressive_call_copies_only_the_open_tasks_column(stream):
+    for n_tasks in (2, 4):
+        clf = fitted(ProgressiveClassifier, stream[:n_tasks], end=False)
+        column = clf.network_.columns[clf.network_.task_column[clf.current_task_]]
+        assert {id(p) for p in unshared_parameters(clf)} == {id(p) for p in column.parameters()}
+
+
+def test_a_pnc_call_copies_as_much_after_many_tasks_as_after_few(stream):
+    copied = [sum(p.numel() for p in unshared_parameters(
+        fitted(ProgressCompressClassifier, stream[:n_tasks], end=False))) for n_tasks in (2, 4)]
+    assert copied[0] == copied[1] > 0

@@ -215,10 +215,13 @@ def load_settings(path: str | os.PathLike) -> dict[str, Any]:
     """Per-estimator, per-stream parameters from a JSON file or a Python file.
 
     A JSON file holds ``{"defaults": {...}, "estimators": {name: {stream or
-    "*": {...}}}, "variants": {name: {"estimator": name, "label": str}},
+    "*": {...}}}, "variants": {name: {"estimator": name, "label": str,
+    "scenarios": [...] (optional)}},
     "notes": [...]}``. A Python file (such as ``benchmarks/bench_methods.py``)
     defines ``PROTOCOL`` (the defaults), ``FAMILIES`` (family -> list of
-    ``(label, class name, {stream or "*": params})``) and optionally ``NOTES``
+    ``(label, class name, {stream or "*": params})``; the key ``"scenarios"``,
+    a tuple of scenario names, limits that row to those scenarios, e.g. a
+    task-inference variant that only differs without task ids) and optionally ``NOTES``
     (family -> list of sentences for the report) and ``TUNING`` (grid name ->
     ``{parameter: [candidates]}``, the grid ``skcl bench --tune`` searches
     for that estimator; a JSON file gives it as ``"tuning"``). JSON lists
@@ -272,7 +275,9 @@ def load_settings(path: str | os.PathLike) -> dict[str, Any]:
         "defaults": dict(raw.get("defaults", {})),
         "estimators": {_key(k): {s: dict(p) for s, p in v.items()}
                        for k, v in raw.get("estimators", {}).items()},
-        "variants": {_key(k): {"estimator": _key(v["estimator"]), "label": str(v["label"])}
+        "variants": {_key(k): {"estimator": _key(v["estimator"]), "label": str(v["label"]),
+                               **({"scenarios": [str(x) for x in v["scenarios"]]}
+                                  if "scenarios" in v else {})}
                      for k, v in raw.get("variants", {}).items()},
         "notes": [str(n) for n in raw.get("notes", [])],
         "tuning": tuning,
@@ -290,8 +295,10 @@ def _from_families(families: Mapping[str, Sequence]) -> dict[str, dict]:
                      if re.sub(r"[^a-z0-9]", "", label.lower()) == key), 0)
         for i, (label, extra) in enumerate(own):
             name = key if i == main else re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
+            scenarios = extra.pop("scenarios", None)
             estimators[name] = extra
-            variants[name] = {"estimator": key, "label": label}
+            variants[name] = {"estimator": key, "label": label,
+                              **({} if scenarios is None else {"scenarios": list(scenarios)})}
     return {"estimators": estimators, "variants": variants}
 
 

@@ -483,6 +483,9 @@ def run_bench(
         scenario_notes += notes
         for scenario in runs:
             for spec in _ordered(specs, tuning):
+                allowed = settings["variants"].get(spec.name, {}).get("scenarios")
+                if allowed is not None and scenario not in allowed:
+                    continue
                 tune_info = tuning[spec.name][2] if spec.name in tuning else None
                 for seed in seeds:
                     p = resolved[spec.name, stream.name]

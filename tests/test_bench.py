@@ -238,6 +238,30 @@ def test_settings_file_in_bench_methods_format(tmp_path, capsys):
     assert "| online EWC |" in report and "| EWC |" in report
 
 
+def test_a_settings_row_can_be_limited_to_some_scenarios(tmp_path):
+    settings = tmp_path / "settings.py"
+    settings.write_text(textwrap.dedent("""
+        PROTOCOL = dict(hidden_layer_sizes=(8,))
+        FAMILIES = {"baselines": [
+            ("MultiHead", "MultiHeadClassifier", {}),
+            ("MultiHead, per batch", "MultiHeadClassifier",
+             {"*": {"batch_size": 16}, "scenarios": ("class", "domain")}),
+        ]}
+    """))
+    loaded = load_settings(settings)
+    assert loaded["variants"]["multihead-per-batch"]["scenarios"] == ["class", "domain"]
+    assert "scenarios" not in loaded["estimators"]["multihead-per-batch"]
+    assert "scenarios" not in loaded["variants"]["multihead"]
+    run = run_bench(["multihead", "multihead-per-batch"], ["split-digits"], ["class", "task"],
+                    seeds=[0], out=tmp_path / "out", settings=loaded, backend="serial",
+                    **{**TINY_KW, "params": {}})
+    ran = sorted((c["estimator"], c["scenario"]) for c in run.cells)
+    assert ran == [("multihead", "class"), ("multihead", "task"),
+                   ("multihead-per-batch", "class"), ("naive", "class"), ("naive", "task")]
+    by_row = {(c["estimator"], c["scenario"]): c for c in run.cells}
+    assert by_row["multihead-per-batch", "class"]["params"]["batch_size"] == 16
+
+
 def test_bench_methods_settings_name_only_skcl_estimators():
     settings = load_settings(Path(__file__).parents[1] / "benchmarks" / "bench_methods.py")
     known = set(estimator_names())

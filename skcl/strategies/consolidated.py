@@ -244,8 +244,8 @@ class AR1Classifier(CWRStarClassifier):
     with its old :math:`cw_j`: the latents stand for that class's past, and the
     layers above the cut moved during the task, so the old :math:`cw_j` no
     longer fits what they compute. Chosen on validation data only
-    (``benchmarks/results/family_columns/sweep_defaults.md``, 'validation'
-    protocol, PROTOCOL.md settings): validation ACC on split-digits
+    (``benchmarks/results/family_columns/ar1star_consolidation.md``,
+    'validation' protocol, PROTOCOL.md settings): validation ACC on split-digits
     class-incremental 0.874 / 0.874 (seeds 0 / 1) against 0.839 / 0.815
     averaging with the stored counts and 0.859 / 0.854 counting the latents
     as the class's whole past (:math:`w_j = 1`); LatentReplay's 0.874 /

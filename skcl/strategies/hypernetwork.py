@@ -41,8 +41,8 @@ class HyperNetworkClassifier(ContinualClassifier):
     earlier tasks; their embeddings are not trained any more. The targets are
     not stored: a frozen copy :math:`\theta^*` of the hypernetwork, taken when
     a task ends (:attr:`previous_hnet_`), regenerates them from the old
-    embeddings at each step, so the state grows by an embedding and a head
-    per task, not by a set of target weights. The mean over
+    embeddings for each training epoch and drops them after it, so the state
+    grows by an embedding and a head per task, not by a set of target weights. The mean over
     :math:`\mathcal K` follows the authors' code (hypnettorch's
     ``calc_fix_target_reg``); their look-ahead variant is not used.
 
@@ -208,6 +208,7 @@ class HyperNetworkClassifier(ContinualClassifier):
         self.previous_hnet_: HyperNetwork | None = None
         self.regularized_tasks_: list[int] = []
         self._old_tasks_: list[int] = []
+        self._targets_: torch.Tensor | None = None
 
     def _before_task(self, task: int) -> None:
         super()._before_task(task)
@@ -228,17 +229,28 @@ class HyperNetworkClassifier(ContinualClassifier):
         generated = dict(zip(tasks, self.network_.generate(tasks), strict=True))
         return self.network_(batch.X, batch.task, generated=generated)
 
+    def _observe(self, samples: Batch) -> None:
+        """One epoch, the regulariser's targets generated once for it by the frozen copy and
+        dropped after it (they are the same at every step: nothing here trains
+        :math:`\theta^*` or an earlier task's embedding)."""
+        if self._old_tasks_ and self.beta != 0:
+            with torch.no_grad():
+                self._targets_ = self.network_.generate(self._old_tasks_,
+                                                        hnet=self.previous_hnet_)
+        try:
+            super()._observe(samples)
+        finally:
+            self._targets_ = None
+
     def _penalty(self) -> torch.Tensor | None:
         penalty = super()._penalty()
-        if not self._old_tasks_ or self.beta == 0:
+        if self._targets_ is None:
             return penalty
-        net, tasks = self.network_, self._old_tasks_
+        tasks, targets = self._old_tasks_, self._targets_
         if self.reg_tasks is not None and len(tasks) > self.reg_tasks:
-            picked = self._rng_.choice(len(tasks), size=self.reg_tasks, replace=False)
-            tasks = [tasks[i] for i in sorted(picked)]
-        with torch.no_grad():
-            targets = net.generate(tasks, hnet=self.previous_hnet_)
-        drift = (net.generate(tasks) - targets).square().sum(dim=1).mean()
+            picked = sorted(self._rng_.choice(len(tasks), size=self.reg_tasks, replace=False))
+            tasks, targets = [tasks[i] for i in picked], targets[picked]
+        drift = (self.network_.generate(tasks) - targets).square().sum(dim=1).mean()
         return self.beta * drift if penalty is None else penalty + self.beta * drift
 
     def _after_task(self, task: int) -> None:

@@ -260,3 +260,47 @@ def test_a_new_task_names_only_the_parameters_it_trains(cls, monkeypatch):
         run(clf, [(t, X, y)])
         named.append(counter.n)
     assert named[-1] == named[5]
+
+
+def layout(obj, seen=None, path="") -> list:
+    """Every value, type and aliasing of ``obj``'s state, in order (callables by type)."""
+    seen = {} if seen is None else seen
+    if isinstance(obj, (int, float, str, bool, type(None), bytes)):
+        return [(path, repr(obj))]
+    if id(obj) in seen:
+        return [(path, "same as", seen[id(obj)])]
+    seen[id(obj)] = path
+    if isinstance(obj, torch.Tensor):
+        return [(path, type(obj).__name__, obj.dtype, obj.detach().cpu().numpy().tobytes())]
+    if isinstance(obj, dict):
+        items = obj.items()
+    elif isinstance(obj, (list, tuple)):
+        items = enumerate(obj)
+    elif hasattr(obj, "__dict__") and not callable(obj) or isinstance(obj, torch.nn.Module):
+        items = vars(obj).items()
+    else:
+        return [(path, type(obj).__name__)]
+    out = [(path, type(obj).__name__)]
+    for key, value in items:
+        out += layout(value, seen, f"{path}/{key}")
+    return out
+
+
+@pytest.mark.parametrize("cls", [ReplayClassifier, MultiHeadClassifier, EnsembleClassifier,
+                                 AGEMClassifier], ids=lambda c: c.__name__)
+def test_a_checkpoint_is_a_deep_copy_of_the_state(cls):
+    # The checkpoint copies some containers ahead of copy.deepcopy (for speed); what it
+    # keeps must be what a plain deep copy would keep, sharing only the shared parts.
+    from skcl._call import Checkpoint
+
+    clf = run(cls(**TINY), list(tiny_tasks(4)))
+    shared = list(clf._shared_with_checkpoint())
+    plain = copy.deepcopy(vars(clf), {id(obj): obj for obj in shared})
+    checkpoint = Checkpoint(clf, clf._shared_with_checkpoint)
+    with checkpoint:
+        pass
+    assert layout(checkpoint.saved) == layout(plain)
+    kept = {id(p) for part in shared for p in part.parameters()}
+    originals = {id(p) for p in clf.network_.parameters()} - kept
+    copied = [p for p in checkpoint.saved["network_"].parameters()]
+    assert len(copied) > len(kept) and not any(id(p) in originals for p in copied)

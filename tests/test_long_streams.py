@@ -18,11 +18,14 @@ from skcl import (
     EnsembleClassifier,
     GDumbClassifier,
     GEMClassifier,
+    HATClassifier,
     IMMClassifier,
     JointClassifier,
     LatentReplayClassifier,
     MIRClassifier,
     MultiHeadClassifier,
+    PackNetClassifier,
+    PiggybackClassifier,
     ReplayClassifier,
 )
 
@@ -180,8 +183,8 @@ def test_a_task_trains_and_copies_a_bounded_number_of_parameters(cls, monkeypatc
     assert len(clf.network_.heads) == N_TASKS
 
 
-@pytest.mark.parametrize("cls", [MultiHeadClassifier, EnsembleClassifier],
-                         ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", [MultiHeadClassifier, EnsembleClassifier, PackNetClassifier,
+                                 PiggybackClassifier, HATClassifier], ids=lambda c: c.__name__)
 def test_a_failed_call_on_a_revisited_task_leaves_its_shared_parts_unchanged(cls):
     clf = run(cls(**TINY), list(tiny_tasks(5)))
     clf.end_task()
@@ -229,6 +232,23 @@ def test_a_call_copies_a_bounded_number_of_memory_tensors(cls, monkeypatch):
         clf.partial_fit(X, y, task_id=t)
         copied.append(counter.n)
     assert len(clf.memory_.tasks) == N_TASKS
+    assert copied[-1] == copied[5]
+
+
+@pytest.mark.parametrize("cls", [PackNetClassifier, PiggybackClassifier, HATClassifier],
+                         ids=lambda c: c.__name__)
+def test_a_call_copies_a_bounded_number_of_per_task_tensors(cls, monkeypatch):
+    # A call's checkpoint shares the ended tasks' heads, masks and gates: it copied a
+    # head's parameters and a mask (or gate) per layer more for every task seen.
+    clf = cls(**TINY)
+    counter = _CountTensorCopies(monkeypatch)
+    copied = []
+    for t, X, y in tiny_tasks(30):
+        run(clf, [(t, X, y)], epochs=1)
+        counter.n = 0
+        clf.partial_fit(X, y, task_id=t)
+        copied.append(counter.n)
+    assert len(clf.network_.heads) == 30
     assert copied[-1] == copied[5]
 
 

@@ -190,9 +190,28 @@ random_state, verbose
 
     def _before_task(self, task: int) -> None:
         super()._before_task(task)
+        self.network_.own(task)
         others = [gates for t, gates in self.task_gates_.items() if t != task]
         self.old_gates_ = None if not others else [
             torch.stack(layer).amax(dim=0) for layer in zip(*others, strict=True)]
+
+    def _trainable_parameters(self):
+        # The trunk (embeddings included) and the open task's head: the other heads get no
+        # gradient, and an optimizer holding them would make a checkpoint copy them all.
+        network = self.network_
+        yield from network.trunks["shared"].parameters()
+        for part in network.task_parts(self.current_task_):
+            yield from part.parameters()
+
+    def _shared_with_checkpoint(self):
+        # A call trains the trunk (embeddings included) and the open task's head: the
+        # other tasks' heads stay as they are, and so do the tasks' stored gates (a task's
+        # are replaced when it ends, never changed in place).
+        network = getattr(self, "network_", None)
+        if not isinstance(network, GatedHeads):
+            return ()
+        gates = [gate for layers in self.task_gates_.values() for gate in layers]
+        return [*network.parts_except(self.current_task_), *gates]
 
     def _forward(self, batch: Batch, step: Step) -> torch.Tensor:
         self._slope_ = self._slope(step)
@@ -226,7 +245,7 @@ random_state, verbose
                 e = layer.embedding
                 num = torch.cosh(torch.clamp(s * e, -self.thres_cosh, self.thres_cosh)) + 1
                 _scale_grad(e, self.s_max / s * num / (torch.cosh(e) + 1))
-        nn.utils.clip_grad_norm_(self.network_.parameters(), self.clipgrad)
+        nn.utils.clip_grad_norm_(list(self._trainable_parameters()), self.clipgrad)
 
     def _after_step(self, batch: Batch, step: Step) -> None:
         super()._after_step(batch, step)

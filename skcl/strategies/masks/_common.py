@@ -21,6 +21,7 @@ from skcl.nn import (
     TASK_INFERENCE,
     ScoreMaskLinear,
     Superposition,
+    TaskHeads,
     TaskMaskLinear,
     check_task_inference,
     least,
@@ -148,6 +149,24 @@ class MaskedTaskClassifier(InfersTasks, ContinualClassifier):
             if isinstance(layer, ScoreMaskLinear):
                 layer.freeze_scores()
         return self._inference()(float64_copy(network), self.task_inference)
+
+    def _before_task(self, task: int) -> None:
+        super()._before_task(task)
+        if isinstance(self.network_, TaskHeads):
+            self.network_.own(task)
+
+    def _shared_with_checkpoint(self):
+        # A call trains the open task's head (and the trunk's weights or the open task's
+        # scores); the other tasks' heads stay as they are, and a stored mask is replaced
+        # (set_mask), never changed in place.
+        network = getattr(self, "network_", None)
+        if network is None:
+            return ()
+        heads = (network.parts_except(self.current_task_) if isinstance(network, TaskHeads)
+                 else [])
+        masks = [layer.stored_mask(task) for layer in self.masked_layers()
+                 for task in layer.mask_tasks]
+        return [*heads, *masks]
 
     def _masked_trunk(self, factory) -> nn.Module:
         """The MLP trunk built with ``factory``'s layers (picklable, as ``self._make_trunk``)."""

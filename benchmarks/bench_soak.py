@@ -56,8 +56,8 @@ GROWS = {
     "packnet": "one mask and one head per task",
     "piggyback": "one mask and one head per task",
     "supsup": "one supermask per task and layer",
-    "hnet": "one embedding and head per task, and a snapshot of the weights generated "
-            "for each old task",
+    "hnet": "one embedding and head per task (old tasks' targets come from one frozen "
+            "copy of the hypernetwork, not a snapshot per task)",
     "progressive": "one column per task, laterally connected to all earlier ones",
     "pnc": "one head per task",
     "hat": "one embedding per task and layer, each ended task's gates, one head per task",

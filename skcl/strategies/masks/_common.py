@@ -173,8 +173,11 @@ class MaskedTaskClassifier(InfersTasks, ContinualClassifier):
         return self._make_trunk(linear=factory)
 
     def masked_layers(self) -> list[TaskMaskLinear]:
-        """The network's masked layers, input first."""
-        return [m for m in self.network_.modules() if isinstance(m, TaskMaskLinear)]
+        """The network's masked layers, input first (in the trunks of a
+        :class:`~skcl.nn.TaskHeads`: its per-task heads are not walked)."""
+        network = self.network_
+        root = network.trunks if isinstance(network, TaskHeads) else network
+        return [m for m in root.modules() if isinstance(m, TaskMaskLinear)]
 
     def infer_task(self, X) -> np.ndarray:
         """The task the method infers for each sample when predicting without ``task_id``.

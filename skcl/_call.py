@@ -10,10 +10,11 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from sklearn.utils.validation import _check_sample_weight, validate_data
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 from torch import nn
 
 from skcl._batch import Batch
+from skcl._guard import scoring_view
 from skcl._units import OutputUnits
 from skcl._validation import (
     check_classes_argument,
@@ -201,6 +202,26 @@ def class_scores(view: View, X: np.ndarray, task_ids: np.ndarray | None,
             else:
                 scores[np.ix_(rows, outside)] = -np.inf
     return scores
+
+
+def inferred_tasks(estimator, X) -> np.ndarray:
+    """The task whose head answers each row of ``X`` predicted without a task id: the
+    task of the row's highest-scoring unit, read from the scoring view in the chunks
+    predictions use (so ``task_inference='batch'`` picks one task per chunk, as
+    ``predict`` does). For estimators whose output units are per task."""
+    check_is_fitted(estimator)
+    if not getattr(estimator, "_task_specific_units", False):
+        raise ValueError(f"{type(estimator).__name__} shares its output units among tasks: "
+                         "it infers no task")
+    X = validate_data(estimator, X, reset=False, dtype=np.float32)
+    view = scoring_view(estimator, estimator._scoring_view, estimator._scoring_key)
+    X_t = torch.from_numpy(np.asarray(X, dtype=np.float64)).to(estimator.device_)
+    with torch.no_grad():
+        units = [view.network(X_t[start:start + _PREDICT_CHUNK], None).argmax(dim=1)
+                 for start in range(0, X_t.shape[0], _PREDICT_CHUNK)]
+    if not units:
+        return np.empty(0, dtype=np.int64)
+    return view.units.unit_tasks()[torch.cat(units).cpu().numpy()]
 
 
 class View(NamedTuple):

@@ -29,13 +29,11 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
-import torch
 from sklearn.base import clone
-from sklearn.utils.validation import check_is_fitted, validate_data
 from tqdm.auto import tqdm
 
 from skcl import metrics
-from skcl._guard import scoring_view
+from skcl._call import inferred_tasks
 from skcl.datasets import SCENARIOS, Experience, TaskStream
 from skcl.nn import GLOBAL_RNG_LOCK
 from skcl.results import StreamResult, format_matrix, format_table
@@ -313,7 +311,9 @@ def infer_tasks(estimator, X) -> np.ndarray:
     multi-head baselines) predict without task ids by letting one head answer
     each row (the rule is the method's, e.g. the lowest softmax entropy, see
     :mod:`skcl.nn.inference`); the task of that head is the inferred task: the
-    task of the unit with the highest score.
+    task of the unit with the highest score. Rows are scored in the chunks
+    predictions use (at most 8192 rows), so a per-batch rule picks one task per
+    chunk, as ``predict`` does.
 
     Parameters
     ----------
@@ -336,17 +336,7 @@ def infer_tasks(estimator, X) -> np.ndarray:
     >>> set(infer_tasks(clf, stream[1].X_test).tolist()) <= {0, 1}
     True
     """
-    check_is_fitted(estimator)
-    if not getattr(estimator, "_task_specific_units", False):
-        raise ValueError(f"{type(estimator).__name__} shares its output units among tasks: "
-                         "it infers no task")
-    X = validate_data(estimator, X, reset=False, dtype=np.float32)
-    view = scoring_view(estimator, estimator._scoring_view, estimator._scoring_key)
-    unit_tasks = view.units.unit_tasks()
-    X_t = torch.from_numpy(np.asarray(X, dtype=np.float64)).to(estimator.device_)
-    with torch.no_grad():
-        units = view.network(X_t, None).argmax(dim=1).cpu().numpy()
-    return unit_tasks[units]
+    return inferred_tasks(estimator, X)
 
 
 def task_inference_accuracy(estimator, stream: TaskStream) -> float | None:

@@ -10,11 +10,10 @@ import functools
 import numpy as np
 import torch
 from sklearn.utils._param_validation import StrOptions
-from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
-from skcl._call import _PREDICT_CHUNK
-from skcl._guard import float64_copy, scoring_view
+from skcl._call import inferred_tasks
+from skcl._guard import float64_copy
 from skcl._validation import check_task_ids
 from skcl.base import ContinualClassifier
 from skcl.nn import (
@@ -193,14 +192,7 @@ class MaskedTaskClassifier(InfersTasks, ContinualClassifier):
         -------
         task_ids : ndarray of shape (n_samples,)
         """
-        check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=np.float32)
-        view = scoring_view(self, self._scoring_view, self._scoring_key)
-        X_t = torch.from_numpy(np.asarray(X, dtype=np.float64)).to(self.device_)
-        with torch.no_grad():
-            chunks = [view.network.infer(X_t[i:i + _PREDICT_CHUNK])
-                      for i in range(0, X_t.shape[0], _PREDICT_CHUNK)]
-        return torch.cat(chunks).cpu().numpy() if chunks else np.empty(0, dtype=np.int64)
+        return inferred_tasks(self, X)
 
     def task_inference_score(self, X, task_id) -> float:
         """Fraction of samples whose inferred task (:meth:`infer_task`) is ``task_id``.

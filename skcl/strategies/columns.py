@@ -14,7 +14,7 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Interval
 from torch import nn
 from torch.nn import functional as F
 
@@ -24,18 +24,18 @@ from skcl.components import QuadraticPenalty, stiffness_limit, sum_terms
 from skcl.kernels import fisher_diagonal
 from skcl.memory import SampleStore, batch_digest
 from skcl.nn import ColumnNetwork
-from skcl.nn.inference import TASK_INFERENCE, check_task_inference
+from skcl.strategies._inferring import InfersTasks
 from skcl.strategies.importance import TaskSample, network_importance
 
 
-class _Columns(ContinualClassifier):
+class _Columns(InfersTasks, ContinualClassifier):
     """Shared by the column methods: per-task units on a column network built from the
     estimator's widths (the layer factory's MLP; a backbone is refused)."""
 
     _task_specific_units = True
     _parameter_constraints: dict = {
         **ContinualClassifier._parameter_constraints,
-        "task_inference": [StrOptions(set(TASK_INFERENCE))],
+        **InfersTasks._parameter_constraints,
     }
 
     def _column_network(self, **kwargs) -> ColumnNetwork:
@@ -47,18 +47,6 @@ class _Columns(ContinualClassifier):
     def parameter_counts_(self) -> dict[str, int]:
         """Parameters of the columns' own layers and heads, and of the lateral adapters."""
         return self.network_.parameter_counts()
-
-    def _inferring(self, network: ColumnNetwork) -> ColumnNetwork:
-        """``network`` (a copy that predicts) set to infer tasks at ``task_inference``,
-        checked here too as it can be set after fitting."""
-        network.task_inference = check_task_inference(self.task_inference)
-        return network
-
-    def _scoring_key(self) -> tuple:
-        return (super()._scoring_key(), self.task_inference)
-
-    def _scoring_network(self) -> nn.Module:
-        return self._inferring(super()._scoring_network())
 
 
 class ProgressiveClassifier(_Columns):

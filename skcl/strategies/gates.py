@@ -23,7 +23,7 @@ from skcl.components import sum_terms
 from skcl.memory import SampleStore
 from skcl.nn import GateContext, GatedHeads, GatedLinear, make_trunk
 from skcl.nn.picking import PickHeads, PickLinear
-from skcl.strategies.masks._common import InfersTasks
+from skcl.strategies._inferring import InfersTasks
 
 
 class HATClassifier(InfersTasks, ContinualClassifier):

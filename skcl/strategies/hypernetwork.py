@@ -8,21 +8,21 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Interval
 from torch import nn
 
 from skcl._guard import float64_copy
 from skcl.base import Batch, ContinualClassifier, Step
 from skcl.nn import (
-    TASK_INFERENCE,
     GeneratedNetworks,
     HyperMLP,
     HyperNetwork,
     check_task_inference,
 )
+from skcl.strategies._inferring import InfersTasks
 
 
-class HyperNetworkClassifier(ContinualClassifier):
+class HyperNetworkClassifier(InfersTasks, ContinualClassifier):
     r"""Continual learning with hypernetworks (von Oswald, Henning, Grewe & Sacramento,
     ICLR 2020).
 
@@ -139,7 +139,7 @@ class HyperNetworkClassifier(ContinualClassifier):
 
     _parameter_constraints: dict = {
         **ContinualClassifier._parameter_constraints,
-        "task_inference": [StrOptions(set(TASK_INFERENCE))],
+        **InfersTasks._parameter_constraints,
         "beta": [Interval(Real, 0, None, closed="left")],
         "embedding_dim": [Interval(Integral, 1, None, closed="left")],
         "hyper_hidden_sizes": ["array-like"],
@@ -261,9 +261,6 @@ class HyperNetworkClassifier(ContinualClassifier):
     def _shared_with_checkpoint(self):
         """The frozen hypernetwork: a call replaces it, never changes it."""
         return () if getattr(self, "previous_hnet_", None) is None else (self.previous_hnet_,)
-
-    def _scoring_key(self) -> tuple:
-        return (super()._scoring_key(), self.task_inference)
 
     def _scoring_network(self) -> nn.Module:
         return GeneratedNetworks(float64_copy(self.network_),

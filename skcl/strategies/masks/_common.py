@@ -9,7 +9,6 @@ import functools
 
 import numpy as np
 import torch
-from sklearn.utils._param_validation import StrOptions
 from torch import nn
 
 from skcl._call import inferred_tasks
@@ -17,7 +16,6 @@ from skcl._guard import float64_copy
 from skcl._validation import check_task_ids
 from skcl.base import ContinualClassifier
 from skcl.nn import (
-    TASK_INFERENCE,
     ScoreMaskLinear,
     Superposition,
     TaskHeads,
@@ -26,32 +24,7 @@ from skcl.nn import (
     least,
     softmax_entropy,
 )
-
-
-class InfersTasks:
-    """Mixin of the family's estimators: the ``task_inference`` parameter.
-
-    It is checked when the network is built (the first ``fit`` or
-    ``partial_fit``) and at every prediction, and it is part of the scoring
-    view's key, so ``set_params(task_inference=...)`` on a fitted estimator
-    takes effect at the next prediction. By default the scoring network is
-    the base class's with its ``task_inference`` attribute set (as
-    :class:`~skcl.nn.GatedHeads` and :class:`~skcl.nn.PickHeads` read it).
-    """
-
-    _parameter_constraints: dict = {"task_inference": [StrOptions(set(TASK_INFERENCE))]}
-
-    def _initialize(self) -> None:
-        check_task_inference(self.task_inference)
-        super()._initialize()
-
-    def _scoring_key(self) -> tuple:
-        return (super()._scoring_key(), check_task_inference(self.task_inference))
-
-    def _scoring_network(self) -> nn.Module:
-        network = super()._scoring_network()
-        network.task_inference = self.task_inference
-        return network
+from skcl.strategies._inferring import InfersTasks
 
 
 def layer_factory(cls: type, **kwargs) -> functools.partial:

@@ -55,9 +55,38 @@ def carry_state(optimizer: torch.optim.Optimizer, named: list[tuple[str, torch.T
     return names
 
 
+class SharedExcept(NamedTuple):
+    """The entries of a dict of the state (a module's submodules or buffers, a dict of
+    the estimator's) that a call leaves alone: all but those under the keys ``own``.
+
+    For a method that keeps a part per task in one container, where a call trains
+    one task's. A checkpoint copies the dict itself (at C speed, however many
+    entries) keeping the same entries, and deep-copies only ``own``'s; the walk
+    that names a call's parameters enters only ``own``'s submodules. A call may add
+    or replace entries (the checkpoint's copy of the dict does not see it), never
+    change one outside ``own`` in place.
+    """
+
+    entries: dict
+    own: tuple
+
+
+def split_shared(shared) -> tuple[list, dict[int, SharedExcept]]:
+    """What a ``_shared_with_checkpoint()`` lists, as the objects shared whole and
+    ``{id(entries): item}`` of the :class:`SharedExcept` items."""
+    whole, partial = [], {}
+    for item in shared:
+        if isinstance(item, SharedExcept):
+            partial[id(item.entries)] = item
+        else:
+            whole.append(item)
+    return whole, partial
+
+
 def parameter_names(module: nn.Module, skip=()) -> dict[int, str]:
     """``{id(parameter): name}`` over ``module``'s parameters, first name of each, as
-    ``named_parameters`` gives them, without entering the submodules in ``skip``.
+    ``named_parameters`` gives them, without entering the submodules in ``skip``
+    (modules, or :class:`SharedExcept` containers, entered for their own entries only).
 
     Examples
     --------
@@ -67,17 +96,20 @@ def parameter_names(module: nn.Module, skip=()) -> dict[int, str]:
     >>> sorted(parameter_names(net, skip=[net[1]]).values())
     ['0.bias', '0.weight']
     """
+    whole, partial = split_shared(skip)
     names = {}
-    for prefix, sub in _submodules(module, {id(m) for m in skip}):
+    for prefix, sub in _submodules(module, {id(m) for m in whole}, partial):
         for name, p in sub._parameters.items():
             if p is not None:
                 names.setdefault(id(p), prefix + name)
     return names
 
 
-def _submodules(module: nn.Module, skip) -> list[tuple[str, nn.Module]]:
+def _submodules(module: nn.Module, skip,
+                partial: dict[int, SharedExcept]) -> list[tuple[str, nn.Module]]:
     """``(prefix, submodule)`` in the order of ``named_modules``, each once, without
-    entering the submodules whose ids are in ``skip``."""
+    entering the submodules whose ids are in ``skip``, and entering only the ``own``
+    entries of the dicts of submodules in ``partial`` (:func:`split_shared`)."""
     out, seen, stack = [], set(), [("", module)]
     while stack:
         prefix, sub = stack.pop()
@@ -86,13 +118,21 @@ def _submodules(module: nn.Module, skip) -> list[tuple[str, nn.Module]]:
         seen.add(id(sub))
         out.append((prefix, sub))
         stack.extend((f"{prefix}{name}.", child) for name, child in
-                     reversed(_entered(sub._modules, skip)))
+                     reversed(_entered(sub._modules, skip, partial)))
     return out
 
 
-def _entered(children: dict, skip) -> list[tuple[str, nn.Module]]:
-    """The ``(name, child)`` items of ``children`` that are not ``None`` and not in ``skip``,
-    filtered at C speed: a container of thousands of skipped parts costs microseconds."""
+def _entered(children: dict, skip,
+             partial: dict[int, SharedExcept]) -> list[tuple[str, nn.Module]]:
+    """The ``(name, child)`` items of ``children`` that are not ``None`` and not in
+    ``skip``, and, if ``children`` is in ``partial``, under one of its own keys. The
+    others are filtered at C speed: a container of thousands of skipped parts costs
+    microseconds."""
+    shared = partial.get(id(children))
+    if shared is not None:
+        items = [(key, children[key]) for key in shared.own if key in children]
+        return [(key, child) for key, child in items
+                if child is not None and id(child) not in skip]
     keep = map(operator.not_, map(skip.__contains__, map(id, children.values())))
     return [item for item in itertools.compress(children.items(), keep) if item[1] is not None]
 
@@ -248,9 +288,9 @@ class Checkpoint:
         est = self.estimator
         self.outer = not est.__dict__.get("_in_call", False)
         if self.outer:
-            shared = list(self.shared())
-            memo = dict(zip(map(id, shared), shared, strict=True))
-            _seed_memo(est.__dict__, memo)
+            whole, partial = split_shared(self.shared())
+            memo = dict(zip(map(id, whole), whole, strict=True))
+            _seed_memo(est.__dict__, memo, partial)
             self.saved = copy.deepcopy(est.__dict__, memo)
             est.__dict__["_in_call"] = True
         return self
@@ -266,7 +306,7 @@ class Checkpoint:
         return False
 
 
-def _seed_memo(state: dict, memo: dict) -> None:
+def _seed_memo(state: dict, memo: dict, partial: dict[int, SharedExcept]) -> None:
     """Copy ahead, into the deep-copy ``memo``, what ``copy.deepcopy`` copies slowly in
     ``state``'s modules and optimizers: their empty dicts and sets (a dozen hook
     registries per module, each rebuilt through ``__reduce_ex__``: half the time
@@ -274,20 +314,34 @@ def _seed_memo(state: dict, memo: dict) -> None:
     deep-copy step per entry, thousands where a method keeps a part per task).
 
     Submodules already in ``memo`` (shared, not copied) are not entered; the
-    others are copied children first, so each finds its own containers ready.
+    others are copied children first, so each finds its own containers ready. A
+    dict in ``partial`` (:func:`split_shared`) is copied as it is, with copies of
+    its ``own`` entries: first, so that copies made in the walk find it ready.
     """
+    pending = []
+    for key, shared in partial.items():
+        memo[key] = copied = type(shared.entries)(shared.entries)
+        pending.append((shared, copied))
     for value in state.values():
         if isinstance(value, torch.optim.Optimizer):
             _seed_empty(value, memo)
         elif isinstance(value, nn.Module):
-            for _, sub in reversed(_submodules(value, memo)):
+            for _, sub in reversed(_submodules(value, memo, partial)):
                 _seed_empty(sub, memo)
                 children = sub._modules
-                copied = type(children)(zip(children, map(memo.get, map(id, children.values())),
-                                            strict=True))
-                for name, child in _entered(children, memo):
+                if id(children) in partial:
+                    copied = type(children)(children)
+                else:
+                    copied = type(children)(zip(children, map(memo.get, map(id, children.values())),
+                                                strict=True))
+                for name, child in _entered(children, memo, partial):
                     copied[name] = copy.deepcopy(child, memo)
                 memo[id(children)] = copied
+    for shared, copied in pending:  # the dicts the walk did not meet as submodules
+        if memo[id(shared.entries)] is copied:
+            for name in shared.own:
+                if name in shared.entries:
+                    copied[name] = copy.deepcopy(shared.entries[name], memo)
 
 
 def _seed_empty(owner, memo: dict) -> None:

@@ -306,21 +306,73 @@ def layout(obj, seen=None, path="") -> list:
     return out
 
 
+def shared_objects(clf) -> list:
+    """The objects a call's checkpoint shares with the estimator: those listed whole,
+    and the entries of the partly shared containers outside their own keys."""
+    from skcl._call import SharedExcept
+
+    out = []
+    for item in clf._shared_with_checkpoint():
+        if isinstance(item, SharedExcept):
+            out += [part for key, part in item.entries.items() if key not in item.own]
+        else:
+            out.append(item)
+    return out
+
+
 @pytest.mark.parametrize("cls", [ReplayClassifier, MultiHeadClassifier, EnsembleClassifier,
-                                 AGEMClassifier], ids=lambda c: c.__name__)
-def test_a_checkpoint_is_a_deep_copy_of_the_state(cls):
+                                 AGEMClassifier, PackNetClassifier, HATClassifier],
+                         ids=lambda c: c.__name__)
+@pytest.mark.parametrize("open_task", [True, False], ids=["task open", "task ended"])
+def test_a_checkpoint_is_a_deep_copy_of_the_state(cls, open_task):
     # The checkpoint copies some containers ahead of copy.deepcopy (for speed); what it
     # keeps must be what a plain deep copy would keep, sharing only the shared parts.
     from skcl._call import Checkpoint
 
     clf = run(cls(**TINY), list(tiny_tasks(4)))
-    shared = list(clf._shared_with_checkpoint())
+    if not open_task:
+        clf.end_task()
+    shared = shared_objects(clf)
     plain = copy.deepcopy(vars(clf), {id(obj): obj for obj in shared})
     checkpoint = Checkpoint(clf, clf._shared_with_checkpoint)
     with checkpoint:
         pass
     assert layout(checkpoint.saved) == layout(plain)
-    kept = {id(p) for part in shared for p in part.parameters()}
+    kept = {id(p) for part in shared if isinstance(part, torch.nn.Module)
+            for p in part.parameters()}
     originals = {id(p) for p in clf.network_.parameters()} - kept
     copied = [p for p in checkpoint.saved["network_"].parameters()]
-    assert len(copied) > len(kept) and not any(id(p) in originals for p in copied)
+    assert not any(id(p) in originals for p in copied)
+    assert len(copied) > len(kept) or not open_task
+    if hasattr(clf.network_, "heads"):
+        saved = checkpoint.saved["network_"].heads
+        same = [key for key in clf.network_.heads if saved[key] is clf.network_.heads[key]]
+        ended = [key for key in clf.network_.heads if key != str(clf.current_task_)]
+        assert same == ended and len(ended) == (3 if open_task else 4)
+
+
+@pytest.mark.parametrize("cls", [MultiHeadClassifier, EnsembleClassifier, PackNetClassifier,
+                                 HATClassifier], ids=lambda c: c.__name__)
+def test_a_checkpoint_handles_a_bounded_number_of_objects(cls, monkeypatch):
+    # The per-task parts are shared as whole containers (copied at C speed with the same
+    # entries): the checkpoint's deep-copy memo, one entry per object it copied or was
+    # told to share, held one entry per ended task's parts before.
+    import skcl._call
+
+    memos = []
+    seed_memo = skcl._call._seed_memo
+
+    def recording(state, memo, *args):
+        memos.append(memo)
+        return seed_memo(state, memo, *args)
+
+    monkeypatch.setattr(skcl._call, "_seed_memo", recording)
+    clf = cls(**TINY)
+    sizes = []
+    for t, X, y in tiny_tasks():
+        run(clf, [(t, X, y)], epochs=1)
+        memos.clear()
+        clf.partial_fit(X, y, task_id=t)
+        sizes.append(len(memos[0]))
+    assert len(clf.network_.heads) == N_TASKS
+    assert sizes[-1] == sizes[5]

@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from skcl._call import SharedExcept
+
 #: Held by whoever seeds or restores torch's process-wide generator, so that
 #: estimators built in threads of one process never draw from each other's seed.
 GLOBAL_RNG_LOCK = threading.RLock()
@@ -341,12 +343,15 @@ class TaskHeads(nn.Module):
             parts.append(self.trunks[key])
         return parts
 
-    def parts_except(self, task: int | None) -> list[nn.Module]:
-        """Every task's own modules but ``task``'s: what training ``task`` leaves untouched."""
-        skip = str(task)
+    def parts_except(self, task: int | None) -> list[SharedExcept]:
+        """Every task's own modules but ``task``'s, what training ``task`` leaves untouched:
+        the dicts of heads (and of trunks, one per task) as :class:`skcl._call.SharedExcept`,
+        so a checkpoint shares them whole but for ``task``'s entries, at a cost that does
+        not grow with the tasks. Parts are replaced, never changed in place, outside the
+        open task (:meth:`own`, :meth:`add_units`)."""
+        own = () if task is None else (str(task),)
         containers = [self.heads] if self.shared_trunk else [self.heads, self.trunks]
-        return [module for container in containers
-                for key, module in container._modules.items() if key != skip]
+        return [SharedExcept(container._modules, own) for container in containers]
 
     def train(self, mode: bool = True) -> TaskHeads:
         """Set training mode. Every part is kept in the network's mode, so setting the mode

@@ -51,6 +51,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from skcl._call import SharedExcept
+
 
 class Superposition(NamedTuple):
     r"""A task context mixing the masks of several tasks (SupSup's superposition).
@@ -207,6 +209,12 @@ class TaskMaskLinear(MaskedLinear):
     def stored_mask(self, task: int) -> torch.Tensor | None:
         """The boolean mask stored for ``task`` (``None`` when there is none)."""
         return getattr(self, self._buffer_name(task)) if int(task) in self.mask_tasks else None
+
+    def stored_masks(self) -> SharedExcept:
+        """Every stored mask, for a call's checkpoint to share (:class:`skcl._call.SharedExcept`):
+        :meth:`set_mask` replaces a mask, never changes one in place, and the layer's
+        buffers are its masks alone."""
+        return SharedExcept(self._buffers, ())
 
     def mask(self, task: int) -> torch.Tensor | None:
         return self.stored_mask(task)

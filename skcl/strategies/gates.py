@@ -18,6 +18,7 @@ import torch
 from sklearn.utils._param_validation import Interval
 from torch import nn
 
+from skcl._call import SharedExcept
 from skcl.base import Batch, ContinualClassifier, Step
 from skcl.components import sum_terms
 from skcl.memory import SampleStore
@@ -210,8 +211,7 @@ random_state, verbose
         network = getattr(self, "network_", None)
         if not isinstance(network, GatedHeads):
             return ()
-        gates = [gate for layers in self.task_gates_.values() for gate in layers]
-        return [*network.parts_except(self.current_task_), *gates]
+        return [*network.parts_except(self.current_task_), SharedExcept(self.task_gates_, ())]
 
     def _forward(self, batch: Batch, step: Step) -> torch.Tensor:
         self._slope_ = self._slope(step)

@@ -136,9 +136,7 @@ class MaskedTaskClassifier(InfersTasks, ContinualClassifier):
             return ()
         heads = (network.parts_except(self.current_task_) if isinstance(network, TaskHeads)
                  else [])
-        masks = [layer.stored_mask(task) for layer in self.masked_layers()
-                 for task in layer.mask_tasks]
-        return [*heads, *masks]
+        return [*heads, *(layer.stored_masks() for layer in self.masked_layers())]
 
     def _masked_trunk(self, factory) -> nn.Module:
         """The MLP trunk built with ``factory``'s layers (picklable, as ``self._make_trunk``)."""

@@ -203,18 +203,18 @@ class TaskMaskLinear(MaskedLinear):
             raise ValueError(f"a mask of shape {tuple(mask.shape)} for a weight of shape "
                              f"{tuple(self.weight.shape)}")
         self.register_buffer(self._buffer_name(task), mask.to(self.weight.device, torch.bool))
-        if int(task) not in self.mask_tasks:
-            self.mask_tasks.append(int(task))
+        if int(task) not in self.mask_tasks:  # a new list: a checkpoint may share the old
+            self.mask_tasks = [*self.mask_tasks, int(task)]
 
     def stored_mask(self, task: int) -> torch.Tensor | None:
         """The boolean mask stored for ``task`` (``None`` when there is none)."""
-        return getattr(self, self._buffer_name(task)) if int(task) in self.mask_tasks else None
+        return self._buffers.get(self._buffer_name(task))
 
-    def stored_masks(self) -> SharedExcept:
-        """Every stored mask, for a call's checkpoint to share (:class:`skcl._call.SharedExcept`):
-        :meth:`set_mask` replaces a mask, never changes one in place, and the layer's
-        buffers are its masks alone."""
-        return SharedExcept(self._buffers, ())
+    def shared_with_checkpoint(self) -> list:
+        """The stored masks and their list of tasks, for a call's checkpoint to share whole
+        (:class:`skcl._call.SharedExcept`): :meth:`set_mask` replaces a mask and the list,
+        never changes them in place, and the layer's buffers are its masks alone."""
+        return [SharedExcept(self._buffers, ()), self.mask_tasks]
 
     def mask(self, task: int) -> torch.Tensor | None:
         return self.stored_mask(task)

@@ -136,7 +136,8 @@ class MaskedTaskClassifier(InfersTasks, ContinualClassifier):
             return ()
         heads = (network.parts_except(self.current_task_) if isinstance(network, TaskHeads)
                  else [])
-        return [*heads, *(layer.stored_masks() for layer in self.masked_layers())]
+        return [*heads, *(part for layer in self.masked_layers()
+                          for part in layer.shared_with_checkpoint())]
 
     def _masked_trunk(self, factory) -> nn.Module:
         """The MLP trunk built with ``factory``'s layers (picklable, as ``self._make_trunk``)."""

@@ -165,6 +165,10 @@ device, random_state, verbose
     def _trainable_parameters(self):
         return self._phase_parameters(self.current_task_)
 
+    def _shared_with_checkpoint(self):
+        packed = getattr(self, "packed_tasks_", None)
+        return [*super()._shared_with_checkpoint(), *(() if packed is None else (packed,))]
+
     def _phase_parameters(self, task: int) -> list[nn.Parameter]:
         params = [layer.weight for layer in self.masked_layers()]
         if not self.packed_tasks_:
@@ -197,6 +201,6 @@ device, random_state, verbose
         if self.retrain_epochs and len(self._task_data_):
             self._train_phase(self._task_data_.tensors(), self.retrain_epochs,
                               parameters=self._phase_parameters(task), hooks=True)
-        self.packed_tasks_.append(task)
+        self.packed_tasks_ = [*self.packed_tasks_, task]  # a new list: checkpoints share it
         self._trainable_ = None
         self._task_data_ = SampleStore()

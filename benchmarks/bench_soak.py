@@ -11,6 +11,14 @@ Each estimator runs in a process of its own, one torch thread, so RSS and
 CPU time are its own: on a machine busy with other jobs, CPU time is the
 steadier measure of the work per task.
 
+Even CPU time swings with the load of a shared machine (caches, frequency),
+so the growth of a task's cost is also measured in turns: a copy of the
+estimator kept at task ``--every`` and the estimator at the end of the run
+each learn ``--turns`` more new tasks, one task each in alternation (the
+order swapped every round), and the ratio of their CPU times per round, late
+over early, is reported as its median: both sides of a ratio see the same
+load.
+
 Labels are reused across tasks so that a shared output layer keeps two units:
 with new labels per task every estimator's output layer would grow by two
 units per task, by design, and hide the growth this benchmark looks for.
@@ -28,10 +36,12 @@ Writes ``benchmarks/results/soak_cpu.json`` and ``.md``.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import pickle
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -81,7 +91,31 @@ def rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
-def soak(name: str, n_tasks: int, every: int) -> dict:
+def learn(clf, t: int) -> None:
+    """One task of the soak stream: its epochs, then ``end_task()``."""
+    X, y = task(t)
+    for _ in range(EPOCHS):
+        clf.partial_fit(X, y, task_id=t)
+    clf.end_task()
+
+
+def in_turns(early, early_next: int, late, late_next: int, rounds: int) -> float:
+    """Median over ``rounds`` of the CPU time of a new task learnt by ``late`` over one
+    learnt by ``early`` (tasks from ``late_next`` and ``early_next`` on), the two taking
+    turns, first one then the other, so that both sides of each ratio see the same load."""
+    ratios = []
+    for k in range(rounds):
+        seconds = {}
+        for side in (("early", "late") if k % 2 == 0 else ("late", "early")):
+            clf, t = (early, early_next + k) if side == "early" else (late, late_next + k)
+            start = time.process_time()
+            learn(clf, t)
+            seconds[side] = time.process_time() - start
+        ratios.append(seconds["late"] / seconds["early"])
+    return statistics.median(ratios)
+
+
+def soak(name: str, n_tasks: int, every: int, turns: int) -> dict:
     """Run one estimator (in this process) and return its checkpoints."""
     import torch
 
@@ -96,15 +130,14 @@ def soak(name: str, n_tasks: int, every: int) -> dict:
         warm.partial_fit(*task(t), task_id=t)
     del warm
     clf = cls(**settings)
-    points, spent, cpu = [], 0.0, 0.0
+    points, spent, cpu, early = [], 0.0, 0.0, None
     for t in range(n_tasks):
-        X, y = task(t)
         start, start_cpu = time.perf_counter(), time.process_time()
-        for _ in range(EPOCHS):
-            clf.partial_fit(X, y, task_id=t)
-        clf.end_task()
+        learn(clf, t)
         spent += time.perf_counter() - start
         cpu += time.process_time() - start_cpu
+        if t + 1 == every:
+            early = copy.deepcopy(clf)
         if (t + 1) % every == 0:
             points.append({"tasks": t + 1, "rss_mb": round(rss_mb(), 1),
                            "pickle_mb": round(len(pickle.dumps(clf)) / 2**20, 3),
@@ -112,13 +145,18 @@ def soak(name: str, n_tasks: int, every: int) -> dict:
                            "cpu_s_per_task": round(cpu / every, 5)})
             spent, cpu = 0.0, 0.0
     X, y = task(n_tasks - 1)
-    return {"estimator": name, "tasks": n_tasks, "points": points,
-            "last_task_accuracy": float(clf.score(X, y, task_id=n_tasks - 1))}
+    accuracy = float(clf.score(X, y, task_id=n_tasks - 1))
+    result = {"estimator": name, "tasks": n_tasks, "points": points,
+              "last_task_accuracy": accuracy}
+    if early is not None and turns:
+        result["turns"] = turns
+        result["late_over_early"] = round(in_turns(early, every, clf, n_tasks, turns), 3)
+    return result
 
 
-def run_child(name: str, n_tasks: int, every: int, timeout: float) -> dict:
+def run_child(name: str, n_tasks: int, every: int, turns: int, timeout: float) -> dict:
     cmd = [sys.executable, __file__, "--child", name, "--tasks", str(n_tasks),
-           "--every", str(every)]
+           "--every", str(every), "--turns", str(turns)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     start = time.perf_counter()
     try:
@@ -162,26 +200,31 @@ def markdown(results: list[dict], every: int) -> str:
         "soak_cpu.json) swings with the load.",
         "",
         f"| estimator | tasks | RSS MB @{every} | RSS MB @end | pickle MB @{every} | "
-        f"pickle MB @end | s/task @{every} | s/task @end | time ratio | grows by design |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"pickle MB @end | s/task @{every} | s/task @end | time ratio | in turns | "
+        "grows by design |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         name = r["estimator"]
         if "error" in r:
-            lines.append(f"| {name} | {r['tasks']} | error: {r['error']} ||||||||")
+            lines.append(f"| {name} | {r['tasks']} | error: {r['error']} |||||||||")
             continue
         first, last = _at(r, every), r["points"][-1]
         if first is None:
             continue
         mark = "" if "cpu_s_per_task" in last else "*"
+        turns = f"{r['late_over_early']:.2f}" if "late_over_early" in r else "-"
         lines.append(
             f"| {name} | {last['tasks']} | {first['rss_mb']:.0f} | {last['rss_mb']:.0f} | "
             f"{first['pickle_mb']:.3f} | {last['pickle_mb']:.3f} | "
             f"{_seconds(first):.4f}{mark} | {_seconds(last):.4f}{mark} | "
-            f"{_seconds(last) / _seconds(first):.2f} | {GROWS.get(name, 'no')} |"
+            f"{_seconds(last) / _seconds(first):.2f} | {turns} | {GROWS.get(name, 'no')} |"
         )
     lines += ["", f"Time ratio: seconds per task over the last {every} tasks / over the first "
-              f"{every}. Full series (every {every} tasks) in soak_cpu.json."]
+              f"{every}. In turns: the median, over rounds, of the CPU seconds of a new task "
+              f"learnt by the estimator at the end of its run over one learnt by its copy kept "
+              f"at task {every}, the two taking turns (both see the same load; '-': not "
+              f"measured in that run). Full series (every {every} tasks) in soak_cpu.json."]
     return "\n".join(lines) + "\n"
 
 
@@ -198,6 +241,8 @@ def main() -> None:
     parser.add_argument("--long", default="all")
     parser.add_argument("--estimators", default="all")
     parser.add_argument("--every", type=int, default=50)
+    parser.add_argument("--turns", type=int, default=20,
+                        help="rounds of the in-turns comparison of late and early cost")
     parser.add_argument("--timeout", type=float, default=3600.0)
     parser.add_argument("--child")
     parser.add_argument("--out", type=Path, default=RESULTS / "soak_cpu")
@@ -205,7 +250,7 @@ def main() -> None:
                         help="merge the JSON results of several runs into --out, run nothing")
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(soak(args.child, args.tasks, args.every)))
+        print(json.dumps(soak(args.child, args.tasks, args.every, args.turns)))
         return
     if args.combine:
         results = [r for path in args.combine for r in json.loads(path.read_text())]
@@ -219,7 +264,7 @@ def main() -> None:
     results = []
     for name in names:
         n_tasks = args.tasks if name in long else args.short_tasks
-        results.append(run_child(name, n_tasks, args.every, args.timeout))
+        results.append(run_child(name, n_tasks, args.every, args.turns, args.timeout))
         print(json.dumps({k: v for k, v in results[-1].items() if k != "points"}), flush=True)
         args.out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
     args.out.with_suffix(".md").write_text(markdown(results, args.every))

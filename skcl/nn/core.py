@@ -345,7 +345,7 @@ class TaskHeads(nn.Module):
 
     def parts_except(self, task: int | None) -> list[SharedExcept]:
         """Every task's own modules but ``task``'s, what training ``task`` leaves untouched:
-        the dicts of heads (and of trunks, one per task) as :class:`skcl._call.SharedExcept`,
+        the dicts of heads (and of trunks, one per task) as ``skcl._call.SharedExcept``,
         so a checkpoint shares them whole but for ``task``'s entries, at a cost that does
         not grow with the tasks. Parts are replaced, never changed in place, outside the
         open task (:meth:`own`, :meth:`add_units`)."""

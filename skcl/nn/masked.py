@@ -212,7 +212,7 @@ class TaskMaskLinear(MaskedLinear):
 
     def shared_with_checkpoint(self) -> list:
         """The stored masks and their list of tasks, for a call's checkpoint to share whole
-        (:class:`skcl._call.SharedExcept`): :meth:`set_mask` replaces a mask and the list,
+        (``skcl._call.SharedExcept``): :meth:`set_mask` replaces a mask and the list,
         never changes them in place, and the layer's buffers are its masks alone."""
         return [SharedExcept(self._buffers, ()), self.mask_tasks]
 

@@ -16,18 +16,24 @@ from skcl import (
     AGEMClassifier,
     CumulativeClassifier,
     EnsembleClassifier,
+    EWCClassifier,
     GDumbClassifier,
     GEMClassifier,
     HATClassifier,
+    HyperNetworkClassifier,
     IMMClassifier,
     JointClassifier,
     LatentReplayClassifier,
+    LwFClassifier,
     MIRClassifier,
     MultiHeadClassifier,
+    NaiveClassifier,
     PackNetClassifier,
     PiggybackClassifier,
+    ProgressiveClassifier,
     ReplayClassifier,
 )
+from skcl.nn import TaskHeads
 
 TINY = dict(hidden_layer_sizes=(8,), batch_size=16, max_epochs=1, device="cpu",
             random_state=0)
@@ -320,8 +326,10 @@ def shared_objects(clf) -> list:
     return out
 
 
-@pytest.mark.parametrize("cls", [ReplayClassifier, MultiHeadClassifier, EnsembleClassifier,
-                                 AGEMClassifier, PackNetClassifier, HATClassifier],
+@pytest.mark.parametrize("cls", [NaiveClassifier, EWCClassifier, LwFClassifier,
+                                 ReplayClassifier, MultiHeadClassifier, EnsembleClassifier,
+                                 AGEMClassifier, PackNetClassifier, HATClassifier,
+                                 ProgressiveClassifier, HyperNetworkClassifier],
                          ids=lambda c: c.__name__)
 @pytest.mark.parametrize("open_task", [True, False], ids=["task open", "task ended"])
 def test_a_checkpoint_is_a_deep_copy_of_the_state(cls, open_task):
@@ -344,7 +352,7 @@ def test_a_checkpoint_is_a_deep_copy_of_the_state(cls, open_task):
     copied = [p for p in checkpoint.saved["network_"].parameters()]
     assert not any(id(p) in originals for p in copied)
     assert len(copied) > len(kept) or not open_task
-    if hasattr(clf.network_, "heads"):
+    if isinstance(clf.network_, TaskHeads):  # its ended tasks' heads are shared
         saved = checkpoint.saved["network_"].heads
         same = [key for key in clf.network_.heads if saved[key] is clf.network_.heads[key]]
         ended = [key for key in clf.network_.heads if key != str(clf.current_task_)]

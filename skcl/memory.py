@@ -422,8 +422,11 @@ class ClassBalancedBuffer(_Buffer):
                 if counts.get(key, 0) >= largest:
                     continue
                 victims = [k for k, c in counts.items() if c == largest]
-                victim = self._members[victims[rng.integers(len(victims))]]
+                evicted = victims[rng.integers(len(victims))]
+                victim = self._members[evicted]
                 slot = victim.pop(int(rng.integers(len(victim))))
+                if not victim:  # a class with no sample left is forgotten: the table
+                    del self._members[evicted]  # stays within memory_size classes
             self._members.setdefault(key, []).append(slot)
             slots[i] = slot
         rows = _last_wins(slots)

@@ -5,7 +5,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from conftest import SMALL
+from conftest import SMALL, shared_objects
 
 from skcl import ProgressCompressClassifier, ProgressiveClassifier
 from skcl.evaluation import evaluate_stream
@@ -308,7 +308,7 @@ def test_task_inference_is_checked_at_fit_and_at_predict(cls, stream):
 def test_a_failed_call_leaves_the_parts_its_checkpoint_shares_as_they_were(cls, stream):
     clf = fitted(cls, stream[:3])
     # Frozen columns' layers and the other tasks' heads are shared, not copied, per call.
-    shared = {id(part) for part in clf._shared_with_checkpoint()}
+    shared = {id(part) for part in shared_objects(clf)}
     heads = [(column, head) for column in clf.network_.columns for head in column.heads.values()]
     assert heads and all(id(head) in shared or id(column) in shared for column, head in heads)
     before = {n: p.detach().clone() for n, p in clf.network_.named_parameters()}
@@ -329,7 +329,7 @@ def test_a_failed_call_leaves_the_parts_its_checkpoint_shares_as_they_were(cls, 
 
 def unshared_parameters(clf):
     """The network's parameters a call's checkpoint copies (not shared with it)."""
-    parts = [part for part in clf._shared_with_checkpoint() if isinstance(part, torch.nn.Module)]
+    parts = [part for part in shared_objects(clf) if isinstance(part, torch.nn.Module)]
     shared = {id(p) for part in parts for p in part.parameters()}
     return [p for p in clf.network_.parameters() if id(p) not in shared]
 

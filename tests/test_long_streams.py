@@ -11,6 +11,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from conftest import shared_objects
 
 from skcl import (
     AGEMClassifier,
@@ -309,20 +310,6 @@ def layout(obj, seen=None, path="") -> list:
     out = [(path, type(obj).__name__)]
     for key, value in items:
         out += layout(value, seen, f"{path}/{key}")
-    return out
-
-
-def shared_objects(clf) -> list:
-    """The objects a call's checkpoint shares with the estimator: those listed whole,
-    and the entries of the partly shared containers outside their own keys."""
-    from skcl._call import SharedExcept
-
-    out = []
-    for item in clf._shared_with_checkpoint():
-        if isinstance(item, SharedExcept):
-            out += [part for key, part in item.entries.items() if key not in item.own]
-        else:
-            out.append(item)
     return out
 
 

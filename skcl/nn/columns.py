@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from skcl._call import SharedExcept
 from skcl.nn.core import IncrementalLinear, make_mlp, seeded
 from skcl.nn.inference import check_task_inference, min_entropy_heads
 
@@ -188,17 +189,18 @@ class ColumnNetwork(nn.Module):
         self.columns[index] = copy.deepcopy(column, {id(m): m for m in kept})
         return self.columns[index]
 
-    def parts_except(self, task: int | None, columns: Iterable[int]) -> list[nn.Module]:
+    def parts_except(self, task: int | None, columns: Iterable[int]) -> list:
         """What training ``task`` in ``columns`` leaves untouched (a checkpoint shares it):
-        whole columns that hold neither, and in the others every other task's head, and
-        the layers and adapters of those not in ``columns``."""
+        whole columns that hold neither, and in the others every other task's head (their
+        dicts of heads as ``skcl._call.SharedExcept``, shared but for ``task``'s entry),
+        and the layers and adapters of those not in ``columns``."""
         columns, skip = set(columns), str(task)
-        parts: list[nn.Module] = []
+        parts: list = []
         for index, column in enumerate(self.columns):
             if index not in columns and skip not in column.heads:
                 parts.append(column)
                 continue
-            parts += [head for key, head in column.heads.items() if key != skip]
+            parts.append(SharedExcept(column.heads._modules, (skip,)))
             if index not in columns:
                 parts += [column.trunk, column.laterals]
         return parts

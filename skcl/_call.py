@@ -131,9 +131,8 @@ def _entered(children: dict, skip,
     microseconds."""
     shared = partial.get(id(children))
     if shared is not None:
-        items = [(key, children[key]) for key in shared.own if key in children]
-        return [(key, child) for key, child in items
-                if child is not None and id(child) not in skip]
+        return [(key, children[key]) for key in shared.own
+                if children.get(key) is not None and id(children[key]) not in skip]
     keep = map(operator.not_, map(skip.__contains__, map(id, children.values())))
     return [item for item in itertools.compress(children.items(), keep) if item[1] is not None]
 
@@ -319,10 +318,8 @@ def _seed_memo(state: dict, memo: dict, partial: dict[int, SharedExcept]) -> Non
     dict in ``partial`` (:func:`split_shared`) is copied as it is, with copies of
     its ``own`` entries: first, so that copies made in the walk find it ready.
     """
-    pending = []
     for key, shared in partial.items():
-        memo[key] = copied = type(shared.entries)(shared.entries)
-        pending.append((shared, copied))
+        memo[key] = type(shared.entries)(shared.entries)
     for value in state.values():
         if isinstance(value, torch.optim.Optimizer):
             _seed_empty(value, memo)
@@ -331,7 +328,7 @@ def _seed_memo(state: dict, memo: dict, partial: dict[int, SharedExcept]) -> Non
                 _seed_empty(sub, memo)
                 children = sub._modules
                 if id(children) in partial:
-                    copied = type(children)(children)
+                    copied = memo[id(children)]
                 else:
                     copied = type(children)(zip(children, map(memo.get, map(id, children.values())),
                                                 strict=True))
@@ -339,11 +336,11 @@ def _seed_memo(state: dict, memo: dict, partial: dict[int, SharedExcept]) -> Non
                     copied[name] = _copy_module(child, memo)
                 memo[id(children)] = copied
             _copy_module(value, memo)
-    for shared, copied in pending:  # the dicts the walk did not meet as submodules
-        if memo[id(shared.entries)] is copied:
-            for name in shared.own:
-                if name in shared.entries:
-                    copied[name] = copy.deepcopy(shared.entries[name], memo)
+    for key, shared in partial.items():  # own entries the walk did not copy (not modules)
+        copied = memo[key]
+        for name in shared.own:
+            if name in shared.entries:
+                copied[name] = copy.deepcopy(shared.entries[name], memo)
 
 
 def _copy_module(module: nn.Module, memo: dict) -> nn.Module:
